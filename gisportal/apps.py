@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class GisportalConfig(AppConfig):
+    name = "gisportal"
+    verbose_name = "gisportal"

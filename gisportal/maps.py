@@ -1,0 +1,65 @@
+"""Folium maps of the portal, built from our own static assets (see gisportal/mapping.py)."""
+from __future__ import annotations
+
+import folium
+from django.conf import settings
+from django.templatetags.static import static
+from django.utils.translation import gettext as _
+
+from layers import selectors
+from layers.registry import LAYERS
+
+from .mapping import make_map, render_map_html
+
+# Layers drawn on the overview map, bottom to top; polygons first so points stay clickable.
+OVERVIEW_LAYERS = ["districts", "streets", "communities", "grids", "shelters", "roads",
+                   "facilities", "fire_stations", "candidates"]
+SHOWN_BY_DEFAULT = {"districts", "shelters", "fire_stations", "facilities"}
+
+
+def basemap_setting() -> dict | None:
+    """The configured basemap as mapping.make_map expects it; None means no tiles (offline)."""
+    kind = settings.GISPORTAL_BASEMAP
+    if kind in ("", "none"):
+        return None
+    if kind == "tianditu":
+        return {"kind": "tianditu", "key": settings.TIANDITU_KEY}
+    if kind == "local":
+        return {"kind": "local", "url": settings.GISPORTAL_LOCAL_TILES, "attribution": _("本地瓦片")}
+    return {"kind": "osm"}
+
+
+def _style(color: str, kind: str):
+    fill = 0.0 if kind in ("districts", "streets") else 0.25
+
+    def style(_feature):
+        return {"color": color, "weight": 2 if kind == "districts" else 1, "fillColor": color,
+                "fillOpacity": fill}
+    return style
+
+
+def overview_map_html() -> str:
+    static_url = static("")
+    m = make_map(static_url=static_url, basemap=basemap_setting())
+    bounds = selectors.layer_bounds_lonlat("districts")
+    for kind in OVERVIEW_LAYERS:
+        layer = LAYERS[kind]
+        data = selectors.layer_geojson(kind, escape_html=True, simplify=True)
+        if not data["features"]:
+            continue
+        fields = [f for f in layer.fields if f != "id"]
+        group = folium.FeatureGroup(name=f"{layer.label} ({len(data['features'])})",
+                                    show=kind in SHOWN_BY_DEFAULT)
+        point_layer = data["features"][0]["geometry"]["type"] == "Point"
+        folium.GeoJson(
+            data, name=str(layer.label), style_function=_style(layer.color, kind),
+            marker=folium.CircleMarker(radius=5, color=layer.color, fill=True, fill_opacity=0.9)
+            if point_layer else None,
+            popup=folium.GeoJsonPopup(fields=fields, aliases=[str(f) for f in fields], labels=True),
+        ).add_to(group)
+        group.add_to(m)
+    folium.LayerControl(collapsed=False).add_to(m)
+    if bounds:
+        west, south, east, north = bounds
+        m.fit_bounds([[south, west], [north, east]])
+    return render_map_html(m)

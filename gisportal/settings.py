@@ -1,0 +1,187 @@
+"""gisportal settings, 12-factor: everything that differs between machines comes from the environment.
+
+DJANGO_SECRET_KEY  required unless DJANGO_DEBUG=1 (then a per-checkout key is generated under var/)
+DJANGO_DEBUG       1/0 (default 0)
+DJANGO_ALLOWED_HOSTS  comma-separated (default 127.0.0.1,localhost)
+DATABASE_URL       postgis://user:pass@host:port/db ; default: SpatiaLite file var/gisportal.sqlite3
+GIS_SRID           storage SRID, metric (default 4547, CGCS2000 / 3-degree GK CM 114E)
+GISPORTAL_BASEMAP  none (default) | osm | tianditu | local ; TIANDITU_KEY, GISPORTAL_LOCAL_TILES
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("GISPORTAL_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    return os.environ.get(name, "1" if default else "0").strip().lower() in {"1", "true", "yes", "on"}
+
+
+DEBUG = _env_bool("DJANGO_DEBUG")
+
+
+def _secret_key() -> str:
+    key = os.environ.get("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    if not DEBUG and not _env_bool("GISPORTAL_DEV_KEY"):
+        raise ImproperlyConfigured("Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=1 for development).")
+    # Development only: a random key kept per checkout, never committed (var/ is ignored).
+    path = VAR_DIR / "dev_secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+                 if h.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.gis",
+    "gisportal",
+    "layers",
+    "importers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "gisportal.urls"
+WSGI_APPLICATION = "gisportal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "gisportal" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SpatiaLite by default (a file under var/); PostGIS with DATABASE_URL=postgis://...
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"spatialite:///{(VAR_DIR / 'gisportal.sqlite3').as_posix()}",
+        conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE", "0")),
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("spatialite"):
+    # Wait for a concurrent writer instead of failing at once (SQLite allows one writer).
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "zh-hans"
+LANGUAGES = [("zh-hans", _("简体中文")), ("en", _("English"))]
+LOCALE_PATHS = [BASE_DIR / "gisportal" / "locale"]
+TIME_ZONE = "Asia/Shanghai"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+MEDIA_URL = "/media/"
+MEDIA_ROOT = Path(os.environ.get("GISPORTAL_MEDIA_ROOT", VAR_DIR / "media"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+                    if not DEBUG else "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
+
+# Upload limits (OWASP file upload): large files stream to disk, requests are bounded.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+GISPORTAL_MAX_UPLOAD_BYTES = int(os.environ.get("GISPORTAL_MAX_UPLOAD_BYTES", 512 * 1024 * 1024))
+
+# Security headers; the HTTPS-only ones apply when DJANGO_HTTPS=1 (behind a TLS-terminating proxy).
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "SAMEORIGIN"  # our own pages embed map iframes
+SESSION_COOKIE_HTTPONLY = True
+if _env_bool("DJANGO_HTTPS"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = 31536000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+# GDAL < 3.9 (Debian 12 ships 3.6.2) triggers gis.W001 on every command; GeoDjango works with it for
+# everything we use. Silenced deliberately so `check --deploy --fail-level WARNING` stays meaningful.
+SILENCED_SYSTEM_CHECKS = ["gis.W001"]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "WARNING")},
+}
+
+# --- GIS ----------------------------------------------------------------------------------------
+# Every geometry is stored in one metric CRS so distances and areas are plain metres on SpatiaLite
+# and PostGIS alike (DESIGN.md, Coordinates). EPSG:4547 = CGCS2000 / 3-degree GK CM 114E.
+GIS_SRID = int(os.environ.get("GIS_SRID", "4547"))
+
+# Basemap: none by default, so the map works offline (DEVELOPERS.md, Offline first).
+GISPORTAL_BASEMAP = os.environ.get("GISPORTAL_BASEMAP", "none").strip().lower()
+TIANDITU_KEY = os.environ.get("TIANDITU_KEY", "")
+GISPORTAL_LOCAL_TILES = os.environ.get("GISPORTAL_LOCAL_TILES", "")  # e.g. /tiles/{z}/{x}/{y}.png
+
+# Planning rules (STANDARDS.md). Changeable per city without code; reports record the version.
+GISPORTAL_RULES = {
+    "version": "zjk-2026.1",
+    "persons_per_household": 2.62,  # 2020 census average household size
+    "shelter_per_capita_m2": {"emergency": 1.0, "fixed_short": 2.0, "fixed_medium": 3.0,
+                              "fixed_long": 4.5, "central": 4.5},
+    "shelter_service_distance_m": {"emergency": 500.0, "fixed_short": 1000.0, "fixed_medium": 1500.0,
+                                   "fixed_long": 2500.0, "central": 2500.0},
+    "fire_response_distance_m": 500.0,
+    "facility_area_m2_per_100_households": 30.0,
+}

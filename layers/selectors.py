@@ -1,0 +1,76 @@
+"""Reads: querysets -> GeoJSON for the web edge, or (pks, arrays) in GIS_SRID for the analysis."""
+from __future__ import annotations
+
+import html
+import json
+
+import numpy as np
+from django.conf import settings
+from django.contrib.gis.db.models import Extent
+from django.contrib.gis.geos import Polygon
+
+from .registry import LAYERS, layer_get
+
+# Overview maps draw simplified outlines: 10 m is invisible at city scale and keeps pages small.
+OVERVIEW_SIMPLIFY_M = {"districts": 30.0, "streets": 10.0, "communities": 5.0}
+
+
+def _display(value):
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return str(value)
+
+
+def layer_geojson(kind: str, *, bbox: tuple[float, float, float, float] | None = None,
+                  limit: int | None = None, escape_html: bool = False, simplify: bool = False) -> dict:
+    """A FeatureCollection (EPSG:4326, RFC 7946) of one layer, optionally within a lon/lat bbox.
+
+    ``escape_html`` escapes attribute text for sinks that use innerHTML (Leaflet/folium popups).
+    """
+    layer = layer_get(kind)
+    qs = layer.model.objects.all()
+    if bbox is not None:
+        qs = qs.in_bbox(*bbox)
+    if limit is not None:
+        qs = qs[:limit]
+    tolerance = OVERVIEW_SIMPLIFY_M.get(kind) if simplify else None
+    features = []
+    for obj in qs.only("pk", "geom", *layer.fields, "is_sample"):
+        geom = obj.geom
+        if tolerance:
+            geom = geom.simplify(tolerance, preserve_topology=True)
+        geom = geom.transform(4326, clone=True)
+        props = {"id": obj.pk, "is_sample": obj.is_sample}
+        for field in layer.fields:
+            value = _display(getattr(obj, field))
+            props[field] = html.escape(value) if escape_html and isinstance(value, str) else value
+        features.append({"type": "Feature", "id": obj.pk, "properties": props,
+                         "geometry": json.loads(geom.json)})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def layer_counts() -> dict[str, int]:
+    """Row count per layer KIND."""
+    return {kind: layer.model.objects.count() for kind, layer in LAYERS.items()}
+
+
+def layer_bounds_lonlat(kind: str = "districts") -> tuple[float, float, float, float] | None:
+    """(west, south, east, north) of a layer in lon/lat, or None when empty."""
+    model = layer_get(kind).model
+    extent = model.objects.aggregate(e=Extent("geom"))["e"]
+    if not extent:
+        return None
+    box = Polygon.from_bbox(extent)
+    box.srid = settings.GIS_SRID
+    box.transform(4326)
+    return box.extent
+
+
+def points_xy(kind: str, queryset=None) -> tuple[np.ndarray, np.ndarray]:
+    """(pks, xy) of a point layer in GIS_SRID metres, for the pure analysis functions."""
+    qs = queryset if queryset is not None else layer_get(kind).model.objects.all()
+    pks, xy = [], []
+    for pk, geom in qs.values_list("pk", "geom"):
+        pks.append(pk)
+        xy.append(geom.coords[:2])
+    return np.asarray(pks, dtype=np.int64), np.asarray(xy, dtype=float).reshape(-1, 2)
