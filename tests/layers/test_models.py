@@ -56,7 +56,7 @@ def test_grid_must_lie_inside_its_community(hierarchy):
     models.Grid(code="999901001001001", community=c, geom=square(X0 + 500.4, Y0, 500)).full_clean()
     with pytest.raises(ValidationError) as err:
         models.Grid(code="999901001001001", community=c, geom=square(X0 + 502, Y0, 500)).full_clean()
-    assert "1000" in str(err.value.message_dict["geom"])  # 2 m × 500 m outside
+    assert "750" in str(err.value.message_dict["geom"])  # (2 - 0.5 tolerance) m × 500 m outside
 
 
 def test_messages_in_chinese_and_english(hierarchy):
@@ -80,7 +80,7 @@ def test_negative_numbers_refused(hierarchy):
 
 def test_effective_area_cannot_exceed_site():
     with pytest.raises(ValidationError) as err:
-        models.Shelter(code="T3", name="t", effective_area_m2=10_001, geom=square(X0, Y0, 100)).full_clean()
+        models.Shelter(code="T3", name="t", effective_area_m2=10_050, geom=square(X0, Y0, 100)).full_clean()
     assert "effective_area_m2" in err.value.message_dict
 
 
