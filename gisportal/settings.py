@@ -184,4 +184,13 @@ GISPORTAL_RULES = {
                                    "fixed_long": 2500.0, "central": 2500.0},
     "fire_response_distance_m": 500.0,
     "facility_area_m2_per_100_households": 30.0,
+    "shelter_reach_m": 500.0,  # SHELTER-REACH: GB 50413-2007 §8.2.10
+    "fire_station_kinds": ["community_micro"],  # FIRE-REACH counts community micro stations
+    "community_service_kinds": ["community_service", "community_service_centre"],
+    # LIFE-CIRCLE walking distances, GB 50180-2018 appendix B ("check" in STANDARDS.md; health 300 m is ours)
+    "life_circle_m": {"community_service_centre": 300.0, "kindergarten": 300.0, "elderly_care": 300.0,
+                      "health_station": 300.0, "culture_sport": 500.0},
+    "area_tolerance_m2": 1.0,
+    "distance_tolerance_m": 0.5,
+    "distance_method": "euclidean",
 }

@@ -364,3 +364,49 @@ class PopulationSurface(SampleMixin):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Job(models.Model):
+    """A recorded run of a long job (import, coverage, siting, export, review): who ran what, with which
+    parameters and data versions, when, its progress and its result — so every analysis is reproducible."""
+
+    class Kind(models.TextChoices):
+        IMPORT = "import", _("导入")
+        COVERAGE = "coverage", _("覆盖分析")
+        SITING = "siting", _("选址优化")
+        EXPORT = "export", _("导出")
+        REVIEW = "review", _("项目审查")
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("排队中")
+        RUNNING = "running", _("运行中")
+        DONE = "done", _("完成")
+        FAILED = "failed", _("失败")
+        CANCELLED = "cancelled", _("已取消")
+
+    kind = models.CharField(_("类型"), max_length=16, choices=Kind.choices)
+    status = models.CharField(_("状态"), max_length=16, choices=Status.choices, default=Status.QUEUED)
+    params = models.JSONField(_("参数"), default=dict)
+    data_version = models.CharField(_("数据版本"), max_length=64, blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True,
+                             related_name="jobs", verbose_name=_("用户"))
+    progress = models.FloatField(_("进度"), default=0.0)
+    message = models.CharField(_("进度说明"), max_length=200, blank=True)
+    cancel_requested = models.BooleanField(_("请求取消"), default=False)
+    result = models.JSONField(_("结果"), null=True, blank=True)
+    result_file = models.FileField(_("结果文件"), upload_to="jobs/", blank=True)
+    error = models.TextField(_("错误"), blank=True)
+    created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
+    started_at = models.DateTimeField(_("开始时间"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("结束时间"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("任务")
+        verbose_name_plural = _("任务")
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+
+from .models_review import ReviewDecision, ReviewReport  # noqa: E402,F401  (issue 4: reports and history)

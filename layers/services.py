@@ -218,3 +218,47 @@ def demo_users_create(passwords: dict[str, str] | None = None) -> dict[str, str 
     if first is not None:
         models.Grid.objects.filter(community=first).update(worker=field_user)
     return created
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+class JobCancelled(Exception):
+    """Raised inside a job's work when its cancellation was requested; the job's transaction rolls back."""
+
+
+def job_start(kind: str, params: dict, *, user=None, data_version: str = "") -> models.Job:
+    """Record a job as running (its own committed row, outside the work's transaction)."""
+    from django.utils import timezone
+
+    return models.Job.objects.create(kind=kind, params=params, user=user if getattr(user, "pk", None) else None,
+                                     data_version=data_version, status=models.Job.Status.RUNNING,
+                                     started_at=timezone.now())
+
+
+def job_progress(job: models.Job, fraction: float, message: str = "") -> None:
+    """Store progress; raise JobCancelled when someone asked to cancel the job."""
+    models.Job.objects.filter(pk=job.pk).update(progress=max(0.0, min(1.0, fraction)), message=message[:200])
+    if models.Job.objects.filter(pk=job.pk, cancel_requested=True).exists():
+        raise JobCancelled(job.pk)
+
+
+def job_finish(job: models.Job, *, result=None, error: str = "", cancelled: bool = False) -> models.Job:
+    from django.utils import timezone
+
+    job.status = (models.Job.Status.CANCELLED if cancelled else
+                  models.Job.Status.FAILED if error else models.Job.Status.DONE)
+    job.result, job.error, job.finished_at = result, error, timezone.now()
+    if job.status == models.Job.Status.DONE:
+        job.progress = 1.0
+    job.save(update_fields=["status", "result", "error", "finished_at", "progress"])
+    return job
+
+
+def data_version(*querysets) -> str:
+    """A digest of the rows an analysis read (pk, and a hash of each geometry), for reproducibility."""
+    digest = hashlib.sha256()
+    for qs in querysets:
+        digest.update(qs.model._meta.label.encode())
+        for pk, geom in qs.order_by("pk").values_list("pk", "geom"):
+            digest.update(str(pk).encode())
+            digest.update(bytes(geom.wkb))
+    return digest.hexdigest()[:16]

@@ -1,0 +1,401 @@
+"""Housing project rules (layers/analysis/rules.py) and the submission parser (layers/analysis/submission.py).
+
+Hand-made geometry with known answers at the edges, plus brute-force cross-checks of the farthest
+distance and the area shares against dense point sampling.
+"""
+import json
+import math
+
+import numpy as np
+import pyproj
+import pytest
+import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from layers.analysis import rules as R
+from layers.analysis.submission import SubmissionError, parse_submission
+
+SETTINGS = {  # a copy of gisportal/settings.py GISPORTAL_RULES
+    "version": "zjk-test.1",
+    "persons_per_household": 2.62,
+    "shelter_per_capita_m2": {"emergency": 1.0, "fixed_short": 2.0, "fixed_medium": 3.0,
+                              "fixed_long": 4.5, "central": 4.5},
+    "shelter_service_distance_m": {"emergency": 500.0, "fixed_short": 1000.0, "fixed_medium": 1500.0,
+                                   "fixed_long": 2500.0, "central": 2500.0},
+    "fire_response_distance_m": 500.0,
+    "facility_area_m2_per_100_households": 30.0,
+}
+RS = R.RuleSet.from_settings(SETTINGS)
+SITE = shapely.MultiPolygon([shapely.box(0, 0, 100, 100)])
+
+
+def project(site=SITE, households=100, facilities=(), population=None):
+    return R.Project("t", "dev", households, site, tuple(facilities), population)
+
+
+def fac(geom, area=30.0, kind="community_service"):
+    return R.ProjectFacility(kind, area, geom)
+
+
+# ------------------------------------------------------------------ rule set
+def test_rule_set_from_settings():
+    assert RS.version == "zjk-test.1"
+    assert RS.shelter_reach_m == 500.0  # the emergency service distance
+    assert [r.code for r in RS.rules] == list(R.RULE_CODES)
+    assert RS.rule("FAC-AREA").threshold == 30.0 and "NDRC" in RS.rule("FAC-AREA").basis
+    assert RS.rule("SHELTER-REACH").basis.startswith("GB 50413-2007 §8.2.10")
+    rs2 = R.RuleSet.from_settings({**SETTINGS, "facility_area_m2_per_100_households": 40})
+    assert rs2.rule("FAC-AREA").threshold == 40.0
+    with pytest.raises(ValueError):
+        R.RuleSet.from_settings({**SETTINGS, "version": ""})
+    with pytest.raises(ValueError):
+        R.RuleSet.from_settings({**SETTINGS, "fire_response_distance_m": -1})
+    with pytest.raises(ValueError):
+        R.RuleSet.from_settings({**SETTINGS, "distance_method": "network"})
+    with pytest.raises(TypeError):
+        RS.shelter_per_capita_m2["emergency"] = 2.0  # frozen mapping
+
+
+# ------------------------------------------------------------------ facilities
+def test_facility_one_metre_outside_fails():
+    c = R.check_fac_in_site(project(facilities=[fac(shapely.Point(101, 50))]), RS)
+    assert (c.status, c.value) == ("fail", 1.0)
+    assert c.evidence.equals(shapely.Point(101, 50))
+    assert R.check_fac_in_site(project(facilities=[fac(shapely.Point(100, 50))]), RS).status == "pass"
+    assert R.check_fac_in_site(project(facilities=[fac(shapely.Point(50, 50))]), RS).value == 0.0
+
+
+def test_facility_footprint_outside():
+    # footprint sticking 1 m out of the east edge, and 3-4-5 out of the north-east corner
+    c = R.check_fac_in_site(project(facilities=[fac(shapely.box(90, 40, 101, 60))]), RS)
+    assert c.status == "fail" and c.value == pytest.approx(1.0, abs=1e-6)
+    assert c.evidence.area == pytest.approx(20.0)
+    c = R.check_fac_in_site(project(facilities=[fac(shapely.box(90, 90, 103, 104))]), RS)
+    assert c.value == pytest.approx(5.0, abs=1e-6)
+    assert R.check_fac_in_site(project(facilities=[fac(shapely.box(10, 10, 20, 20))]), RS).status == "pass"
+
+
+def test_fac_declared_and_not_applicable():
+    none = project(facilities=[fac(shapely.Point(5, 5), kind="kindergarten")])
+    assert R.check_fac_declared(none, RS).status == "fail"
+    assert R.check_fac_in_site(none, RS).status == "n/a"
+    assert R.check_fac_area(none, RS).status == "fail"
+    two = project(facilities=[fac(shapely.Point(5, 5)), fac(shapely.Point(6, 6), kind="community_service_centre")])
+    c = R.check_fac_declared(two, RS)
+    assert (c.status, c.value) == ("pass", 2)
+
+
+@pytest.mark.parametrize("households, area, status", [
+    (100, 29.99, "fail"), (100, 30.00, "pass"), (1000, 299.99, "fail"), (1000, 300.0, "pass"),
+    (333, 99.9, "pass"), (333, 99.89, "fail"), (7, 2.1, "pass"), (7, 2.09, "fail")])
+def test_facility_area_edge(households, area, status):
+    c = R.check_fac_area(project(households=households, facilities=[fac(shapely.Point(1, 1), area)]), RS)
+    assert c.status == status
+    assert c.required == pytest.approx(30.0 * households / 100)
+
+
+def test_facility_area_sums_service_facilities_only():
+    p = project(households=200, facilities=[fac(shapely.Point(1, 1), 40.0), fac(shapely.Point(2, 2), 20.0),
+                                            fac(shapely.Point(3, 3), 500.0, kind="kindergarten")])
+    c = R.check_fac_area(p, RS)
+    assert (c.status, c.value, c.required) == ("pass", 60.0, 60.0)
+
+
+# ------------------------------------------------------------------ reach
+SHELTER_SW = shapely.box(-50, -50, 0, 0)  # its north-east corner at the origin
+
+
+@pytest.mark.parametrize("scale, status", [(499 / 500, "pass"), (501 / 500, "fail"), (1.0, "pass")])
+def test_shelter_reach_farthest_corner(scale, status):
+    site = shapely.box(0, 0, 300 * scale, 400 * scale)  # farthest corner at 500 * scale from (0, 0)
+    c = R.check_shelter_reach(site, [SHELTER_SW], RS)
+    assert c.status == status
+    assert c.value == pytest.approx(500 * scale, abs=0.01)
+    if status == "fail":
+        assert c.evidence is not None and c.evidence.area > 0
+        assert c.evidence.contains(shapely.Point(300 * scale - 0.01, 400 * scale - 0.01))
+    else:
+        assert c.evidence is None
+
+
+@pytest.mark.parametrize("d, status", [(499.0, "pass"), (501.0, "fail")])
+def test_fire_reach_point_station(d, status):
+    site = shapely.box(0, 0, 0.6 * d, 0.8 * d)
+    c = R.check_fire_reach(site, [shapely.Point(0, 0), shapely.Point(-1, -1)],
+                           ["community_micro", "standard"], RS)
+    assert (c.status, c.value) == (status, pytest.approx(d, abs=1e-6))
+    # a standard station next to the far corner does not count
+    c2 = R.check_fire_reach(site, [shapely.Point(0, 0), shapely.Point(0.6 * d, 0.8 * d)],
+                            ["community_micro", "standard"], RS)
+    assert c2.status == status
+
+
+def test_reach_maximum_inside_the_site():
+    # shelters at both ends of a 1002 m strip: the farthest points are on the middle line, not corners
+    site = shapely.box(0, 0, 1002, 10)
+    shelters = [shapely.box(-100, 0, 0, 10), shapely.box(1002, 0, 1100, 10)]
+    c = R.check_shelter_reach(site, shelters, RS)
+    assert c.status == "fail" and c.value == pytest.approx(501.0, abs=0.01)
+    assert R.check_shelter_reach(shapely.box(0, 0, 998, 10), [shelters[0], shapely.box(998, 0, 1100, 10)],
+                                 RS).status == "pass"
+
+
+def test_reach_no_target():
+    c = R.check_shelter_reach(SITE, [], RS)
+    assert c.status == "fail" and c.value is None
+
+
+# ------------------------------------------------------------------ farthest distance: brute force
+def brute_max(region, targets, step):
+    x0, y0, x1, y1 = region.bounds
+    xs, ys = np.meshgrid(np.arange(x0, x1 + step, step), np.arange(y0, y1 + step, step))
+    pts = shapely.points(xs.ravel(), ys.ravel())
+    pts = pts[shapely.contains(region, pts)]
+    edge = shapely.get_coordinates(shapely.segmentize(region.boundary, step))
+    pts = np.concatenate([pts, shapely.points(edge)])
+    return float(shapely.distance(shapely.union_all(targets), pts).max())
+
+
+@st.composite
+def reach_case(draw):
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(0, 300, (draw(st.integers(3, 8)), 2))
+    region = shapely.convex_hull(shapely.multipoints(pts))
+    if draw(st.booleans()):  # a notch: non-convex region
+        region = region.difference(shapely.box(*rng.uniform(100, 200, 2), 400, *rng.uniform(200, 260, 1)))
+    region = shapely.union_all([p for p in shapely.get_parts(region) if p.geom_type == "Polygon"])
+    n = draw(st.integers(1, 5))
+    centres = rng.uniform(-200, 500, (n, 2))
+    if draw(st.booleans()):
+        targets = list(shapely.points(centres))
+    else:
+        targets = [shapely.box(x, y, x + w, y + h) for (x, y), (w, h)
+                   in zip(centres, rng.uniform(5, 120, (n, 2)))]
+    return region, targets
+
+
+@settings(max_examples=25, deadline=None)
+@given(reach_case())
+def test_farthest_distance_matches_brute_force(case):
+    region, targets = case
+    if region.is_empty or region.area < 1:
+        return
+    tol, step = 0.5, 2.0
+    fr = R.farthest_distance(region, targets, tol_m=tol)
+    b = brute_max(region, targets, step)
+    assert fr.upper_m - fr.distance_m <= tol + 1e-6
+    assert b <= fr.upper_m + 1e-6           # the upper bound holds on every sampled point
+    assert fr.distance_m >= b - tol - 1e-6  # nothing sampled is farther than the answer (+ tol)
+    assert fr.distance_m <= b + 2 * step    # and the answer is a real distance (Lipschitz bound)
+    d_at = float(shapely.distance(shapely.union_all(targets), shapely.Point(fr.point_xy)))
+    assert d_at == pytest.approx(fr.distance_m, abs=1e-6)
+    assert region.buffer(1e-6).contains(shapely.Point(fr.point_xy))
+
+
+def test_farthest_distance_region_inside_targets():
+    assert R.farthest_distance(shapely.box(0, 0, 1, 1), [shapely.box(-1, -1, 2, 2)]).distance_m == 0.0
+    assert math.isinf(R.farthest_distance(shapely.box(0, 0, 1, 1), []).distance_m)
+
+
+# ------------------------------------------------------------------ location
+DISTRICTS = R.Areas(("999001", "999002"), ("甲区", "乙区"),
+                    [shapely.box(-1000, -1000, 40, 1000), shapely.box(40, -1000, 1000, 1000)])
+
+
+def test_site_straddling_two_districts_warns_with_shares():
+    site = shapely.box(0, 0, 100, 50)
+    c = R.check_district(site, DISTRICTS, RS)
+    assert c.status == "warn"
+    assert [(d["code"], d["share"]) for d in c.value] == [("999002", 0.6), ("999001", 0.4)]
+    assert R.check_district(shapely.box(50, 0, 100, 50), DISTRICTS, RS).status == "pass"
+    assert R.check_inside_city(site, DISTRICTS.geoms, RS).status == "pass"
+
+
+def test_overlapping_districts_do_not_straddle():
+    zone = R.Areas(("999001", "999071"), ("甲区", "开发区"), [shapely.box(0, 0, 1000, 1000), shapely.box(0, 0, 500, 500)])
+    c = R.check_district(shapely.box(10, 10, 20, 20), zone, RS)
+    assert c.status == "pass" and {d["share"] for d in c.value} == {1.0}
+
+
+def test_partly_outside_the_city_fails():
+    site = shapely.box(900, 0, 1100, 100)  # half beyond x = 1000
+    c = R.check_inside_city(site, DISTRICTS.geoms, RS)
+    assert (c.status, c.value) == ("fail", 0.5)
+    assert c.evidence.area == pytest.approx(10000.0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.floats(-900, 690), st.floats(-900, 690), st.floats(5, 300), st.floats(5, 300))
+def test_shares_match_point_sampling(x, y, w, h):
+    site = shapely.box(x, y, x + w, y + h)
+    shares = R.area_shares(site, DISTRICTS.geoms)
+    rng = np.random.default_rng(1)
+    p = rng.uniform((x, y), (x + w, y + h), (20000, 2))
+    sampled = [shapely.contains_xy(g, p[:, 0], p[:, 1]).mean() for g in DISTRICTS.geoms]
+    np.testing.assert_allclose(shares, sampled, atol=0.02)
+    assert shares.sum() == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------ shelters
+def test_site_no_shelter_overlap():
+    c = R.check_site_no_shelter(SITE, [shapely.box(90, 90, 150, 150), shapely.box(500, 500, 600, 600)], RS)
+    assert (c.status, c.value) == ("fail", 100.0)
+    assert R.check_site_no_shelter(SITE, [shapely.box(100, 0, 150, 50)], RS).status == "pass"
+
+
+def brute_spare(site, shelters, radius, cap, demand_xy, pop):
+    """Small max-flow by networkx for the spare capacity (independent of the LP)."""
+    import networkx as nx
+    g = nx.DiGraph()
+    for i, (xy, p) in enumerate(zip(demand_xy, pop)):
+        g.add_edge("s", f"d{i}", capacity=p)
+        for j, sh in enumerate(shelters):
+            if shapely.distance(shapely.Point(xy), sh) <= radius[j]:
+                g.add_edge(f"d{i}", f"h{j}", capacity=math.inf)
+    for j, sh in enumerate(shelters):
+        g.add_edge(f"h{j}", "t", capacity=cap[j])
+        if shapely.distance(site, sh) <= radius[j]:
+            g.add_edge("p", f"h{j}", capacity=math.inf)
+    base = nx.maximum_flow_value(g, "s", "t") if g.has_node("s") else 0.0
+    g.add_edge("s", "p", capacity=sum(cap))
+    return nx.maximum_flow_value(g, "s", "t") - base
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_spare_capacity_matches_max_flow(seed):
+    rng = np.random.default_rng(seed)
+    shelters = [shapely.Point(xy).buffer(20) for xy in rng.uniform(0, 2000, (8, 2))]
+    radius = rng.choice([500.0, 1000.0], 8)
+    cap = rng.integers(50, 400, 8).astype(float)
+    dxy = rng.uniform(0, 2000, (40, 2))
+    pop = rng.integers(0, 120, 40).astype(float)
+    site = shapely.box(900, 900, 1100, 1050)
+    res = R.shelter_spare_capacity(site, shelters, radius, cap, dxy, pop)
+    assert res.spare_persons == pytest.approx(brute_spare(site, shelters, radius, cap, dxy, pop), abs=1e-6)
+
+
+def test_shelter_capacity_check():
+    sh = np.array([shapely.box(200, 0, 300, 100)], dtype=object)
+    ctx = R.ReviewContext(shelter_geoms=sh, shelter_levels=("emergency",), shelter_capacity=[1000.0],
+                          demand_xy=[[250.0, 300.0]], demand_pop=[700.0])
+    c = R.check_shelter_capacity(project(households=114), ctx, RS)  # 114 * 2.62 = 298.68 -> 299
+    assert (c.status, c.value, c.required) == ("pass", 300, 299)
+    c = R.check_shelter_capacity(project(households=115), ctx, RS)  # 301.3 -> 301 persons > 300
+    assert (c.status, c.value, c.required) == ("fail", 300, 301)
+    c = R.check_shelter_capacity(project(households=115, population=300), ctx, RS)
+    assert c.status == "pass"
+
+
+# ------------------------------------------------------------------ life circle and the whole review
+def test_life_circle_warns_never_fails():
+    f = [shapely.Point(50, 50), shapely.Point(2000, 0)]
+    c = R.check_life_circle(SITE, f, ["kindergarten", "culture_sport"], RS)
+    assert c.status == "warn"
+    assert c.value["kindergarten"] == pytest.approx(math.hypot(50, 50), abs=0.1)
+    assert c.value["elderly_care"] is None
+
+
+def good_context():
+    return R.ReviewContext(
+        districts=R.Areas(("999001",), ("甲区",), [shapely.box(-5000, -5000, 5000, 5000)]),
+        grids=R.Areas(("999001001001001",), ("",), [shapely.box(-5000, -5000, 5000, 5000)]),
+        shelter_geoms=[shapely.box(120, 0, 220, 100)], shelter_levels=("emergency",),
+        shelter_capacity=[5000.0],
+        fire_geoms=[shapely.Point(150, 150)], fire_kinds=("community_micro",),
+        facility_geoms=[shapely.Point(x, 50) for x in (110, 120, 130, 140)],
+        facility_kinds=("kindergarten", "elderly_care", "health_station", "culture_sport"),
+        demand_xy=[[400.0, 400.0]], demand_pop=[1000.0])
+
+
+def test_review_verdict():
+    p = project(households=100, facilities=[fac(shapely.Point(50, 50), 30.0)])
+    rv = R.review(p, good_context(), RS)
+    assert rv.statuses == {c: "pass" for c in R.RULE_CODES}
+    assert rv.verdict == "pass" and rv.population == 262
+    doc = rv.as_dict()
+    json.dumps(doc)
+    assert doc["location"]["districts"] == [{"code": "999001", "name": "甲区", "share": 1.0}]
+    assert doc["location"]["grids"] == [{"code": "999001001001001", "share": 1.0}]
+    assert set(doc["checks"][0]) == {"code", "status", "value", "required", "unit", "message", "basis"}
+    # advisory warn keeps the verdict; one failure flips it
+    ctx = good_context()
+    far = R.ReviewContext(**{**ctx.__dict__, "facility_kinds": ("kindergarten",) * 4})
+    rv = R.review(p, far, RS)
+    assert rv.check("LIFE-CIRCLE").status == "warn" and rv.verdict == "pass"
+    rv = R.review(project(households=101, facilities=[fac(shapely.Point(50, 50), 30.0)]), ctx, RS)
+    assert rv.check("FAC-AREA").status == "fail" and rv.verdict == "fail"
+
+
+# ------------------------------------------------------------------ the submission parser
+def fc(site_coords=None, site_props=None, facilities=(), crs=None):
+    site_coords = site_coords or [[[114.90, 40.80], [114.902, 40.80], [114.902, 40.802], [114.90, 40.802],
+                                   [114.90, 40.80]]]
+    props = {"role": "site", "name": "示例小区", "developer": "某公司", "households": 300}
+    props.update(site_props or {})
+    feats = [{"type": "Feature", "properties": props, "geometry": {"type": "Polygon", "coordinates": site_coords}}]
+    feats += list(facilities)
+    doc = {"type": "FeatureCollection", "features": feats}
+    if crs is not None:
+        doc["crs"] = crs
+    return doc
+
+
+def facility(coords=(114.901, 40.801), **props):
+    p = {"role": "facility", "floor_area_m2": 120.0}
+    p.update(props)
+    return {"type": "Feature", "properties": p, "geometry": {"type": "Point", "coordinates": list(coords)}}
+
+
+def test_parse_good_submission_transforms_to_storage():
+    sub = parse_submission(json.dumps(fc(facilities=[facility()])).encode())
+    p = sub.project
+    assert (p.name, p.developer, p.households, p.population_declared) == ("示例小区", "某公司", 300, None)
+    assert p.site.geom_type == "MultiPolygon" and sub.source_srid == 4326
+    x, y = pyproj.Transformer.from_crs(4326, 4547, always_xy=True).transform(114.901, 40.801)
+    assert p.facilities[0].geom.x == pytest.approx(x) and p.facilities[0].geom.y == pytest.approx(y)
+    assert p.facilities[0].kind == "community_service"
+    assert 160 * 220 < p.site.area < 170 * 225  # 0.002 deg lon x 0.002 deg lat at 40.8 N
+
+
+def test_parse_projected_crs_member_and_override():
+    x, y = 600000.0, 4515000.0
+    ring = [[[x, y], [x + 100, y], [x + 100, y + 100], [x, y + 100], [x, y]]]
+    sub = parse_submission(fc(ring, crs={"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::4547"}}))
+    assert sub.source_srid == 4547 and sub.project.site.area == pytest.approx(10000.0)
+    assert parse_submission(fc(ring), srid=4547).project.site.area == pytest.approx(10000.0)
+    with pytest.raises(SubmissionError) as e:
+        parse_submission(fc(ring))  # metres without a crs
+    assert e.value.code == "crs"
+
+
+@pytest.mark.parametrize("doc, code", [
+    (fc(site_props={"role": "facility", "floor_area_m2": 10}), "no_site"),
+    ({"type": "FeatureCollection", "features": fc()["features"] * 2}, "two_sites"),
+    (fc(site_props={"households": None}), "households"),
+    (fc(site_props={"households": 0}), "households"),
+    (fc(site_props={"households": -5}), "households"),
+    (fc(site_props={"households": 2.5}), "households"),
+    (fc(facilities=[facility(floor_area_m2=None)]), "facility_area"),
+    (fc(facilities=[facility(floor_area_m2=0)]), "facility_area"),
+    (fc([[[40.80, 114.90], [40.80, 114.902], [40.802, 114.902], [40.80, 114.90]]]), "swapped_axes"),
+    (fc([[[14.90, 50.80], [14.902, 50.80], [14.902, 50.802], [14.90, 50.80]]]), "outside_china"),
+    (fc([[[114.90, 40.80], [114.902, 40.802], [114.902, 40.80], [114.90, 40.802], [114.90, 40.80]]]),
+     "invalid_polygon"),
+    (fc([[[114.90, 40.80], [114.902, 40.80], [114.90, 40.80]]]), "invalid_polygon"),
+    (fc(crs={"type": "link", "properties": {"href": "http://example.com/crs", "type": "proj4"}}), "crs"),
+    (fc(facilities=[facility(kind="casino")]), "kind"),
+    ({"type": "Feature"}, "structure"),
+])
+def test_bad_submissions_refused(doc, code):
+    with pytest.raises(SubmissionError) as e:
+        parse_submission(doc)
+    assert e.value.code == code
+    assert e.value.message_zh and e.value.message_en
+
+
+def test_bad_json_refused():
+    with pytest.raises(SubmissionError) as e:
+        parse_submission(b"{not json")
+    assert e.value.code == "json"
