@@ -1,0 +1,1206 @@
+"""Optimal siting of new facilities on a sparse coverage matrix: LSCP, MCLP, capacitated MCLP.
+
+Every function takes ``A``, a sparse ``(n_demand, n_candidates)`` matrix with a non-zero where the
+candidate covers the demand point (see ``coverage.coverage_matrix``), and returns positions, never
+objects. Demand already covered by existing facilities is passed as ``existing`` (a boolean mask per
+demand point); existing facilities are never candidates, so they can never be "re-chosen".
+
+Models
+------
+- LSCP, the location set covering problem (Toregas, Swain, ReVelle & Bergman 1971): the fewest
+  candidates such that every demand point that some candidate can reach is covered. Demand that no
+  candidate (and no existing facility) reaches is reported as uncoverable, never silently dropped.
+- MCLP, the maximal covering location problem (Church & ReVelle 1974): ``p`` new sites maximising
+  the population covered, existing coverage counted.
+- CMCLP, a capacitated MCLP: ``p`` new sites with capacities (for shelters: effective area divided
+  by the per-capita area), demand assigned, splittably, to open sites within reach without
+  exceeding any capacity (a transportation LP inside the MILP, so "served" is the true maximum).
+
+Exact solves use HiGHS through :func:`scipy.optimize.milp`, the constraint matrix built directly as
+a ``scipy.sparse`` array. Before solving, :func:`reduce_instance` merges identical demand rows and
+drops dominated rows and columns (the classic set-covering reductions, Toregas & ReVelle 1973),
+which shrinks a 40,000 x 1,000 city instance to a few hundred or thousand rows in a fraction of a
+second. ``milp`` cannot take a start solution, so a greedy + swap local search runs first; when the
+time limit stops HiGHS with a worse incumbent (or none) the heuristic's sites are returned, with
+HiGHS's proven bound, so the gap is always known.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+
+__all__ = [
+    "CoverageCurve",
+    "ReducedInstance",
+    "SitingResult",
+    "cmclp",
+    "coverage_curve",
+    "greedy_lscp",
+    "greedy_mclp",
+    "lscp",
+    "mclp",
+    "reduce_instance",
+]
+
+_ROW_BLOCK = 4096  # rows per block in the row-dominance product (bounds peak memory)
+_COL_BLOCK = 1024  # columns per block in the column-dominance product
+_EXACT_CURVE_NNZ = 200_000  # coverage_curve solves exactly per k when the reduced nnz is below this
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class ReducedInstance:
+    """A siting instance after reductions, with maps back to the original positions.
+
+    Attributes
+    ----------
+    A : csr_array, shape (m, q)
+        Reduced coverage matrix (int32 ones).
+    pop : ndarray, shape (m,)
+        Population of each reduced row (sum over the merged identical demand points).
+    row_of_demand : ndarray of intp, shape (n_demand,)
+        Reduced row of each original demand point; -1 when the point left the instance (covered by
+        an existing facility, uncoverable, zero population (MCLP), dominated or covered by a fixed
+        candidate (LSCP)).
+    candidate_idx : ndarray of intp, shape (q,)
+        Original candidate position of each reduced column.
+    fixed_idx : ndarray of intp
+        Original candidate positions in every optimal LSCP solution (sole cover of some demand).
+    uncoverable_idx : ndarray of intp
+        Original demand positions that no candidate and no existing facility covers.
+    capacity : ndarray or None
+        Capacity of each reduced column (CMCLP only).
+    n_existing_covered, n_merged_rows, n_dominated_rows, n_dominated_cols : int
+        What each reduction removed.
+    seconds : float
+    """
+
+    A: sp.csr_array
+    pop: NDArray[np.float64]
+    row_of_demand: NDArray[np.intp]
+    candidate_idx: NDArray[np.intp]
+    fixed_idx: NDArray[np.intp]
+    uncoverable_idx: NDArray[np.intp]
+    capacity: NDArray[np.float64] | None
+    n_existing_covered: int
+    n_merged_rows: int
+    n_dominated_rows: int
+    n_dominated_cols: int
+    seconds: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Reduced (rows, columns)."""
+        return (int(self.A.shape[0]), int(self.A.shape[1]))
+
+
+@dataclass(frozen=True, eq=False)
+class SitingResult:
+    """Outcome of a siting run.
+
+    Attributes
+    ----------
+    problem : str
+        ``"lscp"``, ``"mclp"`` or ``"cmclp"``.
+    status : str
+        ``"optimal"`` (proven, within ``mip_rel_gap``), ``"time_limit"`` (stopped with the gap
+        below) or ``"heuristic"`` (no exact solve was attempted).
+    method : str
+        What produced ``selected_idx``: ``"milp"`` or ``"heuristic"``.
+    objective : float
+        LSCP: number of new sites. MCLP: population newly covered (beyond existing coverage).
+        CMCLP: population served by new and existing sites together.
+    bound : float
+        Best proven bound on ``objective`` (lower for LSCP, upper for MCLP/CMCLP).
+    gap : float
+        ``|objective - bound| / |objective|`` (0 when they agree, inf when objective is 0).
+    seconds : float
+    selected_idx : ndarray of intp
+        Chosen candidates, original positions, ordered by decreasing ``added_population``.
+    added_population : ndarray of float64
+        Per chosen site: LSCP/MCLP its marginal new coverage when the chosen sites are added in
+        greedy order (the figures sum to the new coverage); CMCLP the population assigned to it.
+    population_total, population_existing, population_covered : float
+        All demand; covered by existing facilities alone (CMCLP: assigned to existing sites);
+        covered (CMCLP: served) after the new sites.
+    uncoverable_idx : ndarray of intp
+        Demand positions no candidate and no existing facility can reach.
+    uncoverable_population : float
+    served_population : ndarray of float64, shape (n_demand,)
+        Population covered/served at each demand point after the new sites.
+    reduced_shape : tuple of int
+        (rows, columns) the exact solver saw.
+    message : str
+    """
+
+    problem: str
+    status: str
+    method: str
+    objective: float
+    bound: float
+    gap: float
+    seconds: float
+    selected_idx: NDArray[np.intp]
+    added_population: NDArray[np.float64]
+    population_total: float
+    population_existing: float
+    population_covered: float
+    uncoverable_idx: NDArray[np.intp]
+    uncoverable_population: float
+    served_population: NDArray[np.float64]
+    reduced_shape: tuple[int, int]
+    message: str = ""
+
+    @property
+    def count(self) -> int:
+        """Number of new sites chosen."""
+        return int(self.selected_idx.size)
+
+
+@dataclass(frozen=True, eq=False)
+class CoverageCurve:
+    """Population covered with k = 1..K new sites; iterating yields ``(k, population_covered)``.
+
+    Attributes
+    ----------
+    k : ndarray of intp
+    population_covered : ndarray of float64
+        Covered population (existing coverage included) with k new sites.
+    bound : ndarray of float64
+        Proven upper bound on the covered population with k new sites.
+    status : tuple of str
+        Per k: ``"optimal"``, ``"time_limit"`` or ``"heuristic"`` (greedy + swaps, not proven).
+    method : str
+        ``"exact"`` when every k was attempted with the MILP, ``"greedy"`` otherwise.
+    population_existing, population_total : float
+    """
+
+    k: NDArray[np.intp]
+    population_covered: NDArray[np.float64]
+    bound: NDArray[np.float64]
+    status: tuple[str, ...]
+    method: str
+    population_existing: float
+    population_total: float
+
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        return iter(zip(self.k.tolist(), self.population_covered.tolist()))
+
+    def __len__(self) -> int:
+        return int(self.k.size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input handling
+# ---------------------------------------------------------------------------------------------
+def _as_csr(A: ArrayLike | sp.sparray | sp.spmatrix) -> sp.csr_array:
+    """Binary int32 csr copy with sorted, unique indices."""
+    M = sp.csr_array(A, copy=True)
+    M.sum_duplicates()
+    M.data = (M.data != 0).astype(np.int32)
+    M.eliminate_zeros()
+    M.sort_indices()
+    return M
+
+
+def _as_pop(pop: ArrayLike | None, n: int) -> NDArray[np.float64]:
+    if pop is None:
+        return np.ones(n, dtype=np.float64)
+    w = np.asarray(pop, dtype=np.float64).reshape(-1)
+    if w.shape != (n,):
+        raise ValueError(f"pop has {w.size} values for {n} demand points")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("pop must be finite and non-negative")
+    return w
+
+
+def _as_mask(mask: ArrayLike | None, n: int) -> NDArray[np.bool_]:
+    if mask is None:
+        return np.zeros(n, dtype=bool)
+    m = np.asarray(mask, dtype=bool).reshape(-1)
+    if m.shape != (n,):
+        raise ValueError(f"existing has {m.size} values for {n} demand points")
+    return m
+
+
+# ---------------------------------------------------------------------------------------------
+# Reductions (all vectorised / sparse)
+# ---------------------------------------------------------------------------------------------
+def _merge_identical_rows(A: sp.csr_array) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Group identical rows: return (first row of each group, group of each row)."""
+    m, q = A.shape
+    if m == 0:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    rng = np.random.default_rng(0x5171)
+    # Two random 64-bit hashes; unsigned wrap-around addition is order-independent, so equal
+    # rows hash equal exactly. Collisions are checked below.
+    W = rng.integers(1, np.iinfo(np.uint64).max, size=(q, 2), dtype=np.uint64, endpoint=True)
+    H = A.astype(np.uint64) @ W
+    deg = np.diff(A.indptr).astype(np.uint64)
+    key = np.column_stack([deg, H])
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    diff = A - A[first[inverse]]
+    diff.eliminate_zeros()
+    if diff.nnz:  # a hash collision: astronomically unlikely; fall back to exact bytes keys
+        seen: dict[bytes, int] = {}
+        inverse = np.empty(m, np.intp)
+        firsts: list[int] = []
+        for i in range(m):
+            key_b = A.indices[A.indptr[i] : A.indptr[i + 1]].tobytes()
+            g = seen.setdefault(key_b, len(firsts))
+            if g == len(firsts):
+                firsts.append(i)
+            inverse[i] = g
+        first = np.asarray(firsts, dtype=np.intp)
+    return first.astype(np.intp), inverse.astype(np.intp)
+
+
+def _dominated_rows(A: sp.csr_array) -> NDArray[np.bool_]:
+    """Rows (pairwise distinct) whose candidate set strictly contains another row's."""
+    m = A.shape[0]
+    deg = np.diff(A.indptr)
+    At = A.T.tocsr()
+    dominated = np.zeros(m, dtype=bool)
+    for start in range(0, m, _ROW_BLOCK):
+        S = (A[start : start + _ROW_BLOCK] @ At).tocoo()
+        r = S.row.astype(np.intp) + start
+        c = S.col.astype(np.intp)
+        hit = (S.data == deg[c]) & (r != c)
+        dominated[r[hit]] = True
+    return dominated
+
+
+def _dominated_cols(A: sp.csr_array) -> NDArray[np.bool_]:
+    """Columns covering nothing, or a subset of another column; among equal ones the first stays."""
+    q = A.shape[1]
+    cnt = np.asarray(A.sum(axis=0)).reshape(-1)
+    dominated = cnt == 0
+    Ac = A.tocsc()
+    for start in range(0, q, _COL_BLOCK):
+        S = (Ac[:, start : start + _COL_BLOCK].T @ A).tocoo()  # S[j, k] = |cov j & cov k|
+        j = S.row.astype(np.intp) + start
+        k = S.col.astype(np.intp)
+        subset = (S.data == cnt[j]) & (j != k)
+        wins = subset & ((cnt[k] != cnt[j]) | (k < j))
+        dominated[j[wins]] = True
+    return dominated
+
+
+def reduce_instance(
+    A: ArrayLike | sp.sparray | sp.spmatrix,
+    pop: ArrayLike | None = None,
+    existing: ArrayLike | None = None,
+    *,
+    problem: str = "lscp",
+    capacity: ArrayLike | None = None,
+) -> ReducedInstance:
+    """Shrink a siting instance without changing its optimum.
+
+    Drops demand already covered by existing facilities and uncoverable demand (reported in
+    ``uncoverable_idx``), merges identical demand rows (summing ``pop``), and drops dominated
+    columns (a candidate whose covered set is a subset of another's, or equal with a higher
+    position). For ``problem="lscp"`` it also drops dominated rows (a row whose candidate set
+    strictly contains another row's: covering the smaller covers it) and fixes candidates that
+    are the sole cover of some row. For ``"mclp"`` zero-population rows go. For ``"cmclp"`` only
+    candidates reaching no demand go (with capacities, a site covering a subset of another's demand
+    can still add service). Repeats until nothing changes.
+
+    Parameters
+    ----------
+    A : sparse (n_demand, n_candidates)
+        Non-zero where the candidate covers the demand point.
+    pop : (n_demand,) array, optional
+        Population (weights); ones when omitted.
+    existing : (n_demand,) bool array, optional
+        Demand already covered by existing facilities.
+    problem : {"lscp", "mclp", "cmclp"}
+    capacity : (n_candidates,) array, optional
+        Candidate capacities (``"cmclp"`` only; carried through to ``ReducedInstance.capacity``).
+
+    Returns
+    -------
+    ReducedInstance
+
+    Examples
+    --------
+    Rows 0 and 1 are identical; row 2 {c0, c1} contains row 0 {c0}; column 1 covers a subset of
+    column 0; row 3 is covered already; row 4 is out of reach:
+
+    >>> A = np.array([[1, 0], [1, 0], [1, 1], [0, 1], [0, 0]])
+    >>> red = reduce_instance(A, pop=[1, 2, 3, 4, 5], existing=[0, 0, 0, 1, 0])
+    >>> red.shape, red.fixed_idx.tolist(), red.uncoverable_idx.tolist()
+    ((0, 0), [0], [4])
+    >>> red = reduce_instance(A, pop=[1, 2, 3, 4, 5], existing=[0, 0, 0, 1, 0], problem="mclp")
+    >>> red.A.toarray().tolist(), red.pop.tolist(), red.candidate_idx.tolist()
+    ([[1]], [6.0], [0])
+    """
+    t0 = time.perf_counter()
+    if problem not in ("lscp", "mclp", "cmclp"):
+        raise ValueError(f"unknown problem {problem!r}")
+    M = _as_csr(A)
+    n, q0 = M.shape
+    w = _as_pop(pop, n)
+    ex = _as_mask(existing, n)
+    cap = None
+    if capacity is not None:
+        cap = np.asarray(capacity, dtype=np.float64).reshape(-1)
+        if cap.shape != (q0,):
+            raise ValueError(f"capacity has {cap.size} values for {q0} candidates")
+    deg0 = np.diff(M.indptr)
+    uncoverable = ~ex & (deg0 == 0)
+    keep = ~ex & ~uncoverable
+    if problem != "lscp":
+        keep &= w > 0
+    rows = np.flatnonzero(keep)
+    row_of_demand = np.full(n, -1, dtype=np.intp)
+    row_of_demand[rows] = np.arange(rows.size)
+    M = M[rows]
+    w_r = w[rows]
+    cols = np.arange(q0, dtype=np.intp)
+    fixed: list[NDArray[np.intp]] = []
+    n_merged = n_dom_rows = n_dom_cols = 0
+
+    def drop_rows(keep_rows: NDArray[np.bool_]) -> None:
+        nonlocal M, w_r, row_of_demand
+        new_index = np.full(keep_rows.size + 1, -1, dtype=np.intp)  # slot -1 keeps -1
+        new_index[np.flatnonzero(keep_rows)] = np.arange(int(keep_rows.sum()))
+        row_of_demand = new_index[row_of_demand]
+        M = M[np.flatnonzero(keep_rows)]
+        w_r = w_r[keep_rows]
+
+    changed = True
+    while changed and M.shape[0] and M.shape[1]:
+        changed = False
+        first, inverse = _merge_identical_rows(M)
+        if first.size < M.shape[0]:
+            n_merged += M.shape[0] - first.size
+            w_r = np.bincount(inverse, weights=w_r, minlength=first.size)
+            mapped = np.full(inverse.size + 1, -1, dtype=np.intp)
+            mapped[: inverse.size] = inverse
+            row_of_demand = mapped[row_of_demand]
+            M = M[first]
+            changed = True
+        if problem == "lscp":
+            dom = _dominated_rows(M)
+            if dom.any():
+                n_dom_rows += int(dom.sum())
+                drop_rows(~dom)
+                changed = True
+        if problem == "cmclp":  # with capacities a subset column can still add service
+            dom_c = np.diff(M.tocsc().indptr) == 0
+        else:
+            dom_c = _dominated_cols(M)
+        if dom_c.any():
+            n_dom_cols += int(dom_c.sum())
+            keep_c = np.flatnonzero(~dom_c)
+            M = M[:, keep_c]
+            M.sort_indices()
+            cols = cols[keep_c]
+            changed = True
+        if problem == "lscp" and M.shape[0]:
+            deg = np.diff(M.indptr)
+            sole = np.unique(M.indices[M.indptr[:-1][deg == 1]])
+            if sole.size:
+                fixed.append(cols[sole])
+                covered = np.asarray(M[:, sole].sum(axis=1)).reshape(-1) > 0
+                drop_rows(~covered)
+                keep_c = np.setdiff1d(np.arange(M.shape[1]), sole)
+                M = M[:, keep_c]
+                M.sort_indices()
+                cols = cols[keep_c]
+                changed = True
+    if M.shape[0] == 0:  # nothing left to cover: no column is useful
+        n_dom_cols += M.shape[1]
+        M = sp.csr_array((0, 0), dtype=np.int32)
+        cols = cols[:0]
+    elif M.shape[1] == 0:  # cannot happen (every kept row has a column), kept for safety
+        M = sp.csr_array((M.shape[0], 0), dtype=np.int32)
+    M.sort_indices()
+    return ReducedInstance(
+        A=M,
+        pop=np.asarray(w_r, dtype=np.float64),
+        row_of_demand=row_of_demand,
+        candidate_idx=cols,
+        fixed_idx=np.sort(np.concatenate(fixed)) if fixed else np.zeros(0, np.intp),
+        uncoverable_idx=np.flatnonzero(uncoverable),
+        capacity=None if cap is None else cap[cols],
+        n_existing_covered=int(ex.sum()),
+        n_merged_rows=n_merged,
+        n_dominated_rows=n_dom_rows,
+        n_dominated_cols=n_dom_cols,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Heuristics on a reduced instance (positions are reduced columns)
+# ---------------------------------------------------------------------------------------------
+def _greedy_cover(A: sp.csr_array) -> NDArray[np.intp]:
+    """Greedy set cover of every row, then drop redundant picks."""
+    m, q = A.shape
+    if m == 0:
+        return np.zeros(0, np.intp)
+    Ac = A.tocsc()
+    uncovered = np.ones(m, dtype=bool)
+    cnt = np.diff(Ac.indptr).astype(np.int64)
+    chosen: list[int] = []
+    while uncovered.any():
+        j = int(np.argmax(cnt))
+        rows = Ac.indices[Ac.indptr[j] : Ac.indptr[j + 1]]
+        rows = rows[uncovered[rows]]
+        uncovered[rows] = False
+        sub = A[rows]
+        cnt -= np.bincount(sub.indices, minlength=q)
+        chosen.append(j)
+    return _drop_redundant(Ac, np.asarray(chosen, dtype=np.intp))
+
+
+def _drop_redundant(Ac: sp.csc_array, chosen: NDArray[np.intp]) -> NDArray[np.intp]:
+    """Remove picks whose rows are all covered twice, smallest first."""
+    m = Ac.shape[0]
+    c = np.zeros(m, dtype=np.int64)
+    for j in chosen:
+        c[Ac.indices[Ac.indptr[j] : Ac.indptr[j + 1]]] += 1
+    sizes = np.diff(Ac.indptr)[chosen]
+    keep = np.ones(chosen.size, dtype=bool)
+    for a in np.argsort(sizes, kind="stable"):
+        rows = Ac.indices[Ac.indptr[chosen[a]] : Ac.indptr[chosen[a] + 1]]
+        if np.all(c[rows] >= 2):
+            c[rows] -= 1
+            keep[a] = False
+    return chosen[keep]
+
+
+def _greedy_max_cover(A: sp.csr_array, w: NDArray[np.float64], p: int) -> NDArray[np.intp]:
+    """Greedy MCLP: p times the column with the largest uncovered weight."""
+    m, q = A.shape
+    Ac = A.tocsc()
+    uncovered = np.ones(m, dtype=bool)
+    gain = np.asarray(A.T @ w, dtype=np.float64).reshape(-1)
+    chosen: list[int] = []
+    for _ in range(min(p, q)):
+        j = int(np.argmax(gain))
+        if gain[j] <= 0:
+            break
+        rows = Ac.indices[Ac.indptr[j] : Ac.indptr[j + 1]]
+        rows = rows[uncovered[rows]]
+        uncovered[rows] = False
+        sub = A[rows]
+        gain -= np.bincount(sub.indices, weights=np.repeat(w[rows], np.diff(sub.indptr)), minlength=q)
+        gain[j] = -np.inf
+        chosen.append(j)
+    return np.asarray(chosen, dtype=np.intp)
+
+
+def _swap_search(
+    A: sp.csr_array, w: NDArray[np.float64], chosen: NDArray[np.intp], deadline: float, max_iter: int = 500
+) -> NDArray[np.intp]:
+    """Best-improvement 1-for-1 swaps (Teitz & Bart 1968) for MCLP until no swap helps."""
+    m, q = A.shape
+    S = chosen.copy()
+    if S.size == 0 or S.size >= q:
+        return S
+    Ac = A.tocsc()
+    c = np.asarray(Ac[:, S].sum(axis=1)).reshape(-1).astype(np.int64)
+    total = float(w.sum())
+    for _ in range(max_iter):
+        if time.perf_counter() > deadline:
+            break
+        gain = np.asarray(A.T @ (w * (c == 0)), dtype=np.float64).reshape(-1)
+        one = w * (c == 1)
+        AS = Ac[:, S]
+        loss = np.asarray(AS.T @ one, dtype=np.float64).reshape(-1)
+        # M[a, k]: weight covered only by S[a] that candidate k also covers.
+        M = (AS.T.multiply(one[None, :])).tocsr() @ A
+        delta = np.asarray(M.toarray(), dtype=np.float64) + gain[None, :] - loss[:, None]
+        delta[:, S] = -np.inf
+        a, k = np.unravel_index(int(np.argmax(delta)), delta.shape)
+        if delta[a, k] <= 1e-9 * max(total, 1.0):
+            break
+        out = S[a]
+        c[Ac.indices[Ac.indptr[out] : Ac.indptr[out + 1]]] -= 1
+        c[Ac.indices[Ac.indptr[k] : Ac.indptr[k + 1]]] += 1
+        S[a] = k
+    return S
+
+
+def _covered_weight(A: sp.csr_array, w: NDArray[np.float64], S: NDArray[np.intp]) -> float:
+    if S.size == 0 or A.shape[0] == 0:
+        return 0.0
+    hit = np.asarray(A[:, S].sum(axis=1)).reshape(-1) > 0
+    return float(w[hit].sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# MILP / LP models, built directly as sparse matrices
+# ---------------------------------------------------------------------------------------------
+def _milp_options(time_limit_s: float, mip_rel_gap: float) -> dict:
+    return {"time_limit": max(float(time_limit_s), 0.05), "mip_rel_gap": mip_rel_gap, "disp": False}
+
+
+def _lscp_model(A: sp.csr_array, integral: bool):
+    m, q = A.shape
+    c = np.ones(q)
+    cons = [LinearConstraint(A, lb=np.ones(m), ub=np.inf)]
+    return c, cons, Bounds(0, 1), np.ones(q) if integral else np.zeros(q)
+
+
+def _mclp_model(A: sp.csr_array, w: NDArray[np.float64], p: int, integral: bool):
+    m, q = A.shape
+    # Variables [x (q) | y (m)]; y_i <= sum_j A_ij x_j ; sum x <= p ; maximise w.y
+    G = sp.hstack([-A.astype(np.float64), sp.eye_array(m, format="csr")], format="csr")
+    card = sp.csr_array((np.ones(q), (np.zeros(q, np.intp), np.arange(q))), shape=(1, q + m))
+    cons = [LinearConstraint(G, lb=-np.inf, ub=0.0), LinearConstraint(card, lb=-np.inf, ub=float(p))]
+    c = np.concatenate([np.zeros(q), -w])
+    integrality = np.concatenate([np.ones(q) if integral else np.zeros(q), np.zeros(m)])
+    return c, cons, Bounds(0, 1), integrality
+
+
+def _mclp_lp(A: sp.csr_array, w: NDArray[np.float64], p: int, time_limit_s: float):
+    """LP relaxation of MCLP by HiGHS interior point (far faster than dual simplex here).
+
+    Returns (upper bound or None, fractional x or None).
+    """
+    m, q = A.shape
+    G = sp.vstack([sp.hstack([-A.astype(np.float64), sp.eye_array(m, format="csr")], format="csr"),
+                   sp.csr_array(np.concatenate([np.ones(q), np.zeros(m)])[None, :])], format="csr")
+    res = linprog(np.concatenate([np.zeros(q), -w]), A_ub=G, b_ub=np.concatenate([np.zeros(m), [p]]),
+                  bounds=(0, 1), method="highs-ipm", options={"time_limit": max(time_limit_s, 0.05)})
+    if res.status != 0 or res.x is None:
+        return None, None
+    return float(-res.fun), np.asarray(res.x[:q])
+
+
+def _lp_bound(c, cons, bounds, time_limit_s: float) -> float | None:
+    """Optimal value of the LP relaxation (None if it did not finish)."""
+    res = milp(c, integrality=np.zeros_like(c), bounds=bounds, constraints=cons,
+               options=_milp_options(time_limit_s, 1e-9))
+    if res.status == 0 and res.fun is not None:
+        return float(res.fun)
+    return None
+
+
+def _run_milp(c, cons, bounds, integrality, time_limit_s: float, mip_rel_gap: float):
+    res = milp(c, integrality=integrality, bounds=bounds, constraints=cons,
+               options=_milp_options(time_limit_s, mip_rel_gap))
+    x = None if res.x is None else np.asarray(res.x)
+    dual = getattr(res, "mip_dual_bound", None)
+    if dual is None or not np.isfinite(dual):
+        dual = float(res.fun) if (res.status == 0 and res.fun is not None) else None
+    return res.status, x, dual, str(res.message)
+
+
+def _gap(obj: float, bound: float) -> float:
+    diff = abs(bound - obj)
+    if diff <= 1e-9 * max(1.0, abs(bound)):
+        return 0.0
+    return diff / abs(obj) if obj != 0 else float("inf")
+
+
+# ---------------------------------------------------------------------------------------------
+# Result assembly on the original matrix
+# ---------------------------------------------------------------------------------------------
+def _assemble(
+    problem: str, status: str, method: str, objective: float, bound: float, t0: float,
+    A: sp.csr_array, w: NDArray[np.float64], ex: NDArray[np.bool_], selected: NDArray[np.intp],
+    uncoverable_idx: NDArray[np.intp], reduced_shape: tuple[int, int], message: str,
+) -> SitingResult:
+    selected = np.asarray(selected, dtype=np.intp)
+    base = ex.copy()
+    gains = np.zeros(selected.size)
+    order = np.zeros(0, np.intp)
+    if selected.size:
+        sub = A[:, selected].tocsc()
+        wf = w * ~base
+        g = np.asarray(sub.T @ wf, dtype=np.float64).reshape(-1)
+        left = np.ones(selected.size, dtype=bool)
+        order_l: list[int] = []
+        for _ in range(selected.size):  # marginal gains in greedy order
+            a = int(np.argmax(np.where(left, g, -np.inf)))
+            rows = sub.indices[sub.indptr[a] : sub.indptr[a + 1]]
+            rows = rows[~base[rows]]
+            gains[a] = float(w[rows].sum())
+            base[rows] = True
+            left[a] = False
+            order_l.append(a)
+            if rows.size:
+                r = A[rows][:, selected]
+                g -= np.bincount(r.indices, weights=np.repeat(w[rows], np.diff(r.indptr)),
+                                 minlength=selected.size)
+        order = np.asarray(order_l, dtype=np.intp)
+    served = np.where(base, w, 0.0)
+    return SitingResult(
+        problem=problem, status=status, method=method, objective=float(objective),
+        bound=float(bound), gap=_gap(float(objective), float(bound)),
+        seconds=time.perf_counter() - t0,
+        selected_idx=selected[order] if selected.size else selected,
+        added_population=gains[order] if selected.size else gains,
+        population_total=float(w.sum()), population_existing=float(w[ex].sum()),
+        population_covered=float(served.sum()), uncoverable_idx=uncoverable_idx,
+        uncoverable_population=float(w[uncoverable_idx].sum()), served_population=served,
+        reduced_shape=reduced_shape, message=message,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# LSCP
+# ---------------------------------------------------------------------------------------------
+def _prepare(A, pop, existing, problem, reduce, capacity=None):
+    M = _as_csr(A)
+    w = _as_pop(pop, M.shape[0])
+    ex = _as_mask(existing, M.shape[0])
+    if reduce:
+        red = reduce_instance(M, w, ex, problem=problem, capacity=capacity)
+    else:
+        deg = np.diff(M.indptr)
+        unc = ~ex & (deg == 0)
+        rows = np.flatnonzero(~ex & ~unc)
+        rod = np.full(M.shape[0], -1, np.intp)
+        rod[rows] = np.arange(rows.size)
+        red = ReducedInstance(
+            A=M[rows], pop=w[rows], row_of_demand=rod, candidate_idx=np.arange(M.shape[1]),
+            fixed_idx=np.zeros(0, np.intp), uncoverable_idx=np.flatnonzero(unc),
+            capacity=None if capacity is None else np.asarray(capacity, np.float64),
+            n_existing_covered=int(ex.sum()), n_merged_rows=0, n_dominated_rows=0,
+            n_dominated_cols=0, seconds=0.0)
+    return M, w, ex, red
+
+
+def lscp(
+    A: ArrayLike | sp.sparray | sp.spmatrix,
+    existing: ArrayLike | None = None,
+    time_limit_s: float = 60.0,
+    *,
+    pop: ArrayLike | None = None,
+    reduce: bool = True,
+    mip_rel_gap: float = 1e-6,
+) -> SitingResult:
+    """Fewest new sites so that every coverable demand point is covered (LSCP).
+
+    Solves ``min sum_j x_j  s.t.  sum_j A_ij x_j >= 1`` for every demand point ``i`` not covered by
+    an existing facility and reachable by some candidate, ``x`` binary (Toregas et al. 1971), with
+    HiGHS after :func:`reduce_instance`. Demand no candidate reaches is reported, with its
+    population, in ``uncoverable_idx`` / ``uncoverable_population``.
+
+    Parameters
+    ----------
+    A : sparse (n_demand, n_candidates)
+    existing : (n_demand,) bool array, optional
+        Demand covered by existing facilities (those are not candidates).
+    time_limit_s : float
+        Wall-clock limit for the whole call (heuristic + MILP).
+    pop : (n_demand,) array, optional
+        Population, for the reported figures only; ones when omitted.
+    reduce : bool
+        Apply :func:`reduce_instance` first (it never changes the optimum).
+    mip_rel_gap : float
+        HiGHS relative gap at which "optimal" is declared.
+
+    Returns
+    -------
+    SitingResult
+        ``objective`` is the number of new sites, ``bound`` a proven lower bound.
+
+    Examples
+    --------
+    Candidate 1 covers demand 1 and 2, candidate 0 demand 0 and 1; demand 3 is out of reach:
+
+    >>> A = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]])
+    >>> res = lscp(A, pop=[10, 20, 30, 40])
+    >>> res.status, res.objective, sorted(res.selected_idx.tolist())
+    ('optimal', 2.0, [0, 1])
+    >>> res.uncoverable_idx.tolist(), res.uncoverable_population, res.population_covered
+    ([3], 40.0, 60.0)
+    >>> lscp(A, existing=[True, False, False, False]).selected_idx.tolist()
+    [1]
+    """
+    t0 = time.perf_counter()
+    deadline = t0 + time_limit_s
+    M, w, ex, red = _prepare(A, pop, existing, "lscp", reduce)
+    R = red.A
+    fixed = red.fixed_idx
+    heur = _greedy_cover(R)
+    best = heur
+    status, method, bound, msg = "optimal", "heuristic", float(fixed.size + heur.size), "trivial"
+    if R.shape[0]:
+        c, cons, bnds, integ = _lscp_model(R, True)
+        st, x, dual, msg = _run_milp(c, cons, bnds, integ, deadline - time.perf_counter(), mip_rel_gap)
+        lb = float(np.ceil(dual - 1e-6)) if dual is not None else 0.0
+        if x is not None:
+            sel = np.flatnonzero(x > 0.5)
+            if sel.size <= heur.size:
+                best, method = sel, "milp"
+        if st == 0 and x is not None and best.size <= lb + 1e-9:
+            lb = float(best.size)
+        bound = float(fixed.size) + lb
+        status = "optimal" if best.size + fixed.size <= bound + 1e-9 else "time_limit"
+    selected = np.concatenate([fixed, red.candidate_idx[best]]).astype(np.intp)
+    return _assemble("lscp", status, method, float(selected.size), bound, t0, M, w, ex, selected,
+                     red.uncoverable_idx, red.shape, msg)
+
+
+def greedy_lscp(
+    A: ArrayLike | sp.sparray | sp.spmatrix,
+    existing: ArrayLike | None = None,
+    *,
+    pop: ArrayLike | None = None,
+    lp_bound: bool = True,
+    time_limit_s: float = 60.0,
+) -> SitingResult:
+    """Greedy set cover plus removal of redundant sites, labelled ``status="heuristic"``.
+
+    The bound is the LP relaxation rounded up (after reductions), so ``gap`` is known.
+
+    Examples
+    --------
+    >>> A = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 1]])
+    >>> res = greedy_lscp(A)
+    >>> res.status, res.objective, res.bound
+    ('heuristic', 2.0, 2.0)
+    """
+    t0 = time.perf_counter()
+    M, w, ex, red = _prepare(A, pop, existing, "lscp", True)
+    heur = _greedy_cover(red.A)
+    bound = float(red.fixed_idx.size)
+    if lp_bound and red.A.shape[0]:
+        c, cons, bnds, integ = _lscp_model(red.A, False)
+        lp = _lp_bound(c, cons, bnds, time_limit_s)
+        bound += float(np.ceil(lp - 1e-6)) if lp is not None else 0.0
+    elif not red.A.shape[0]:
+        bound = float(red.fixed_idx.size)
+    selected = np.concatenate([red.fixed_idx, red.candidate_idx[heur]]).astype(np.intp)
+    return _assemble("lscp", "heuristic", "heuristic", float(selected.size), bound, t0, M, w, ex,
+                     selected, red.uncoverable_idx, red.shape, "greedy + redundancy removal")
+
+
+# ---------------------------------------------------------------------------------------------
+# MCLP
+# ---------------------------------------------------------------------------------------------
+def _mclp_reduced(
+    red: ReducedInstance, p: int, deadline: float, mip_rel_gap: float, exact: bool,
+    lp_bound: bool = True,
+) -> tuple[NDArray[np.intp], float, float, str, str, str]:
+    """Solve MCLP on a reduced instance: (reduced columns, value, bound, status, method, msg)."""
+    R, wr = red.A, red.pop
+    m, q = R.shape
+    total = float(wr.sum())
+    if m == 0 or p <= 0:
+        return np.zeros(0, np.intp), 0.0, 0.0, "optimal", "heuristic", "nothing to add"
+    if q <= p:
+        S = np.arange(q, dtype=np.intp)
+        return S, total, total, "optimal", "heuristic", "every candidate fits in p"
+    tol = 1e-9 * max(total, 1.0)
+    heur = _swap_search(R, wr, _greedy_max_cover(R, wr, p), deadline)
+    hval = _covered_weight(R, wr, heur)
+    if hval >= total - tol:
+        return heur, hval, hval, "optimal", "heuristic", "every coverable point covered"
+    bound, msg = total, "greedy + swaps"
+    if lp_bound or exact:
+        lp, x_lp = _mclp_lp(R, wr, p, deadline - time.perf_counter())
+        if lp is not None:
+            bound = min(bound, lp)
+            # Second start: LP rounding (the p largest x), then swaps.
+            start = np.argsort(-x_lp, kind="stable")[:p]
+            alt = _swap_search(R, wr, start, deadline)
+            aval = _covered_weight(R, wr, alt)
+            if aval > hval + tol:
+                heur, hval, msg = alt, aval, "LP rounding + swaps"
+    if _gap(hval, bound) <= mip_rel_gap:
+        return heur, hval, hval, "optimal", "heuristic", msg
+    if not exact:
+        return heur, hval, max(bound, hval), "heuristic", "heuristic", msg
+    # HiGHS gets half the remaining time; it cannot take our start, so the better one is kept.
+    c, cons, bnds, integ = _mclp_model(R, wr, p, True)
+    st, x, dual, msg_m = _run_milp(c, cons, bnds, integ, 0.5 * (deadline - time.perf_counter()),
+                                   mip_rel_gap)
+    best, val, method = heur, hval, "heuristic"
+    if x is not None:
+        sel = np.flatnonzero(x[:q] > 0.5)
+        v = _covered_weight(R, wr, sel)
+        if v > hval + tol:
+            best, val, method, msg = sel, v, "milp", msg_m
+    if not (st == 0 and x is not None) and time.perf_counter() < deadline:
+        # Not proven: iterated local search (random kicks + swaps) for the rest of the time.
+        alt, aval = _iterated_swaps(R, wr, best, val, deadline)
+        if aval > val + tol:
+            best, val, method, msg = alt, aval, "heuristic", msg + "; iterated swaps"
+    if dual is not None:
+        bound = min(bound, -dual)
+    bound = max(bound, val)
+    proven = st == 0 and x is not None and method == "milp"
+    if proven or _gap(val, bound) <= mip_rel_gap:
+        return best, val, val if proven else bound, "optimal", method, msg
+    return best, val, bound, "time_limit", method, msg
+
+
+def _iterated_swaps(A: sp.csr_array, w: NDArray[np.float64], S: NDArray[np.intp], val: float,
+                    deadline: float, seed: int = 0) -> tuple[NDArray[np.intp], float]:
+    """Perturb the best solution (a few random swaps), re-run swaps, keep improvements."""
+    rng = np.random.default_rng(seed)
+    q = A.shape[1]
+    p = S.size
+    if p == 0 or p >= q:
+        return S, val
+    best, best_val = S.copy(), val
+    tol = 1e-9 * max(float(w.sum()), 1.0)
+    while time.perf_counter() < deadline:
+        cand = best.copy()
+        k = int(rng.integers(1, max(2, min(p, 5)) + 1))
+        out = rng.choice(p, size=min(k, p), replace=False)
+        pool = np.setdiff1d(np.arange(q), cand)
+        cand[out] = rng.choice(pool, size=out.size, replace=False)
+        cand = _swap_search(A, w, cand, deadline)
+        v = _covered_weight(A, w, cand)
+        if v > best_val + tol:
+            best, best_val = cand, v
+    return best, best_val
+
+
+def mclp(
+    A: ArrayLike | sp.sparray | sp.spmatrix,
+    pop: ArrayLike,
+    p: int,
+    existing: ArrayLike | None = None,
+    time_limit_s: float = 60.0,
+    *,
+    reduce: bool = True,
+    mip_rel_gap: float = 1e-6,
+) -> SitingResult:
+    """Best ``p`` new sites maximising the population covered (MCLP), existing coverage counted.
+
+    Solves ``max sum_i pop_i y_i  s.t.  y_i <= sum_j A_ij x_j,  sum_j x_j <= p``, ``x`` binary,
+    ``0 <= y <= 1`` (Church & ReVelle 1974) over the demand not already covered, with HiGHS after
+    :func:`reduce_instance`; greedy + swap local search first, kept when HiGHS does not beat it in
+    time (``method`` says which).
+
+    Parameters
+    ----------
+    A : sparse (n_demand, n_candidates)
+    pop : (n_demand,) array
+    p : int
+        Number of new sites (fewer are chosen only if fewer add anything).
+    existing : (n_demand,) bool array, optional
+    time_limit_s : float
+    reduce : bool
+    mip_rel_gap : float
+
+    Returns
+    -------
+    SitingResult
+        ``objective`` is the population newly covered, ``bound`` a proven upper bound on it;
+        ``population_covered`` adds the existing coverage.
+
+    Examples
+    --------
+    Greedy takes candidate 0 (25 people) and then 1 (10 more, 35 in all), but candidates 1 and 2
+    together cover all 40:
+
+    >>> A = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1]])
+    >>> res = mclp(A, pop=[10, 15, 10, 5], p=2)
+    >>> res.status, res.objective, sorted(res.selected_idx.tolist())
+    ('optimal', 40.0, [1, 2])
+    >>> res = mclp(A, pop=[10, 15, 10, 5], p=1, existing=[True, True, False, False])
+    >>> res.selected_idx.tolist(), res.objective, res.population_covered
+    ([1], 10.0, 35.0)
+    """
+    t0 = time.perf_counter()
+    M, w, ex, red = _prepare(A, pop, existing, "mclp", reduce)
+    sel, val, bound, status, method, msg = _mclp_reduced(
+        red, int(p), t0 + time_limit_s, mip_rel_gap, exact=True)
+    return _assemble("mclp", status, method, val, bound, t0, M, w, ex, red.candidate_idx[sel],
+                     red.uncoverable_idx, red.shape, msg)
+
+
+def greedy_mclp(
+    A: ArrayLike | sp.sparray | sp.spmatrix,
+    pop: ArrayLike,
+    p: int,
+    existing: ArrayLike | None = None,
+    *,
+    local_search: bool = True,
+    lp_bound: bool = True,
+    time_limit_s: float = 60.0,
+) -> SitingResult:
+    """Greedy MCLP plus best-improvement swaps, labelled ``status="heuristic"``; LP bound for the gap.
+
+    Examples
+    --------
+    >>> A = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1]])
+    >>> res = greedy_mclp(A, pop=[10, 15, 10, 5], p=2, local_search=False)
+    >>> res.status, res.objective, res.selected_idx.tolist()
+    ('heuristic', 35.0, [0, 1])
+    >>> greedy_mclp(A, pop=[10, 15, 10, 5], p=2).objective
+    40.0
+    """
+    t0 = time.perf_counter()
+    deadline = t0 + time_limit_s
+    M, w, ex, red = _prepare(A, pop, existing, "mclp", True)
+    R, wr = red.A, red.pop
+    sel = _greedy_max_cover(R, wr, int(p)) if R.shape[0] else np.zeros(0, np.intp)
+    if local_search and sel.size:
+        sel = _swap_search(R, wr, sel, deadline)
+    val = _covered_weight(R, wr, sel)
+    bound = float(wr.sum())
+    if lp_bound and R.shape[0] and R.shape[1] > p:
+        lp, _ = _mclp_lp(R, wr, int(p), deadline - time.perf_counter())
+        if lp is not None:
+            bound = min(bound, lp)
+    return _assemble("mclp", "heuristic", "heuristic", val, max(bound, val), t0, M, w, ex,
+                     red.candidate_idx[sel], red.uncoverable_idx, red.shape,
+                     "greedy + swaps" if local_search else "greedy")
+
+
+def coverage_curve(
+    A: ArrayLike | sp.sparray | sp.spmatrix,
+    pop: ArrayLike,
+    k_max: int,
+    existing: ArrayLike | None = None,
+    time_limit_s: float = 60.0,
+    *,
+    exact: bool | None = None,
+) -> CoverageCurve:
+    """Population covered with k = 1..k_max new sites (MCLP per k).
+
+    With ``exact=None`` each k is solved with the MILP when the reduced instance is small
+    (< 200,000 non-zeros), sharing ``time_limit_s``; otherwise greedy + swaps with the LP bound
+    (``status`` per k says which, ``method`` overall). Values are made non-decreasing in k.
+
+    Examples
+    --------
+    >>> A = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1]])
+    >>> curve = coverage_curve(A, pop=[10, 15, 10, 5], k_max=3)
+    >>> list(curve), curve.method
+    ([(1, 25.0), (2, 40.0), (3, 40.0)], 'exact')
+    """
+    t0 = time.perf_counter()
+    M, w, ex, red = _prepare(A, pop, existing, "mclp", True)
+    if exact is None:
+        exact = red.A.nnz < _EXACT_CURVE_NNZ
+    base = float(w[ex].sum())
+    ks = np.arange(1, int(k_max) + 1, dtype=np.intp)
+    vals = np.zeros(ks.size)
+    bnds = np.zeros(ks.size)
+    stats: list[str] = []
+    if exact:
+        for i, k in enumerate(ks):
+            now = time.perf_counter()
+            share = (t0 + time_limit_s - now) / (ks.size - i)
+            _, v, b, st, _, _ = _mclp_reduced(red, int(k), now + max(share, 0.05), 1e-6, exact=True)
+            vals[i], bnds[i] = v, b
+            stats.append(st)
+    else:  # one greedy pass gives every k; bound: the k heaviest candidates' weights summed
+        R, wr = red.A, red.pop
+        total = float(wr.sum())
+        order = _greedy_max_cover(R, wr, int(k_max)) if R.shape[0] else np.zeros(0, np.intp)
+        col_w = np.sort(np.asarray(R.T @ wr, dtype=np.float64).reshape(-1))[::-1]
+        top = np.cumsum(col_w) if col_w.size else np.zeros(1)
+        for i, k in enumerate(ks):
+            vals[i] = _covered_weight(R, wr, order[:k])
+            bnds[i] = min(total, float(top[min(k, top.size) - 1]))
+            stats.append("optimal" if _gap(vals[i], bnds[i]) <= 1e-6 else "heuristic")
+    vals = np.maximum.accumulate(vals) if vals.size else vals
+    return CoverageCurve(k=ks, population_covered=base + vals, bound=base + bnds, status=tuple(stats),
+                         method="exact" if exact else "greedy", population_existing=base,
+                         population_total=float(w.sum()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Capacitated MCLP
+# ---------------------------------------------------------------------------------------------
+def _assignment_lp(B: sp.csr_array, w: NDArray[np.float64], cap: NDArray[np.float64],
+                   time_limit_s: float) -> tuple[float, NDArray[np.float64]]:
+    """Max flow demand -> open columns of B within capacities: (served, flow per entry)."""
+    m, k = B.shape
+    nnz = B.nnz
+    if nnz == 0:
+        return 0.0, np.zeros(0)
+    ent = np.arange(nnz)
+    R = sp.csr_array((np.ones(nnz), B.indices * 0 + ent, B.indptr), shape=(m, nnz))
+    C = sp.csr_array((np.ones(nnz), (B.indices, ent)), shape=(k, nnz))
+    res = linprog(-np.ones(nnz), A_ub=sp.vstack([R, C], format="csr"), b_ub=np.concatenate([w, cap]),
+                  bounds=(0, None), method="highs", options={"time_limit": max(time_limit_s, 0.05)})
+    if res.x is None:
+        return 0.0, np.zeros(nnz)
+    return float(-res.fun), np.asarray(res.x)
+
+
+def cmclp(
+    A: ArrayLike | sp.sparray | sp.spmatrix,
+    pop: ArrayLike,
+    p: int,
+    capacity: ArrayLike,
+    existing_capacity: ArrayLike | None = None,
+    existing_A: ArrayLike | sp.sparray | sp.spmatrix | None = None,
+    time_limit_s: float = 60.0,
+    *,
+    reduce: bool = True,
+    mip_rel_gap: float = 1e-6,
+) -> SitingResult:
+    """Capacitated MCLP: ``p`` new sites with capacities maximising the population served.
+
+    Demand point ``i`` may be split among open sites ``j`` that cover it (``A_ij = 1``), each site
+    serving at most its capacity; existing sites (columns of ``existing_A`` with
+    ``existing_capacity``) are always open and never chosen. The MILP::
+
+        max sum z_ij   s.t.  sum_j z_ij <= pop_i,   sum_i z_ij <= cap_j x_j,   sum_j x_j <= p,
+                             z_ij <= pop_i x_j  (strengthening),   z >= 0,  x binary
+
+    Parameters
+    ----------
+    A : sparse (n_demand, n_candidates)
+    pop : (n_demand,) array
+    p : int
+        Number of new sites; ``p=0`` gives the served population with existing sites alone.
+    capacity : (n_candidates,) array
+        Persons each candidate can serve.
+    existing_capacity : (n_existing,) array, optional
+    existing_A : sparse (n_demand, n_existing), optional
+        Coverage of the existing sites.
+    time_limit_s : float
+    reduce : bool
+        Merge identical demand rows and drop candidates that reach no demand. (Dominated
+        columns are not dropped: with capacities a site covering a subset still adds service.)
+    mip_rel_gap : float
+
+    Returns
+    -------
+    SitingResult
+        ``objective`` is the total population served (existing sites included),
+        ``added_population`` the population assigned to each chosen site, ``population_existing``
+        the population assigned to existing sites in the solution.
+
+    Examples
+    --------
+    Candidate 0 reaches everyone but holds 20; candidate 1 (demand 0) holds 15, candidate 2 (demand 1) 5:
+
+    >>> A = np.array([[1, 1, 0], [1, 0, 1], [1, 0, 0]])
+    >>> res = cmclp(A, pop=[10, 10, 10], p=1, capacity=[20, 15, 5])
+    >>> res.objective, res.selected_idx.tolist()
+    (20.0, [0])
+    >>> res = cmclp(A, pop=[10, 10, 10], p=2, capacity=[20, 15, 5])
+    >>> res.objective, sorted(res.selected_idx.tolist())
+    (30.0, [0, 1])
+    """
+    t0 = time.perf_counter()
+    deadline = t0 + time_limit_s
+    M = _as_csr(A)
+    n, q0 = M.shape
+    w = _as_pop(pop, n)
+    cap0 = np.asarray(capacity, dtype=np.float64).reshape(-1)
+    if cap0.shape != (q0,):
+        raise ValueError(f"capacity has {cap0.size} values for {q0} candidates")
+    if existing_A is None:
+        E = sp.csr_array((n, 0), dtype=np.int32)
+        ecap = np.zeros(0)
+    else:
+        E = _as_csr(existing_A)
+        ecap = np.asarray(existing_capacity, dtype=np.float64).reshape(-1)
+        if E.shape[0] != n or ecap.shape != (E.shape[1],):
+            raise ValueError("existing_A must be (n_demand, n_existing) with one capacity each")
+    ne = E.shape[1]
+    B = sp.hstack([M, E], format="csr")
+    B.sort_indices()
+    deg = np.diff(B.indptr)
+    unc_mask = deg == 0
+    rows = np.flatnonzero(~unc_mask & (w > 0))
+    Bk, wk = B[rows], w[rows]
+    row_of = np.full(n, -1, np.intp)
+    row_of[rows] = np.arange(rows.size)
+    cand_cols = np.arange(q0, dtype=np.intp)
+    if reduce and rows.size:
+        first, inverse = _merge_identical_rows(Bk)
+        wk = np.bincount(inverse, weights=wk, minlength=first.size)
+        Bk = Bk[first]
+        mapped = np.append(inverse, -1)
+        row_of = mapped[row_of]
+        Mk = Bk[:, :q0]
+        # Only empty candidates go: with capacities a subset column can still add service.
+        cand_cols = np.flatnonzero(np.diff(sp.csc_array(Mk).indptr) > 0)
+        Bk = sp.hstack([Mk[:, cand_cols], Bk[:, q0:]], format="csr")
+        Bk.sort_indices()
+    m = Bk.shape[0]
+    q = cand_cols.size
+    cap = np.concatenate([cap0[cand_cols], ecap])
+    Bk = sp.csr_array(Bk)
+    nnz = Bk.nnz
+    p_eff = min(int(p), q)
+    msg = ""
+    if m == 0 or nnz == 0:
+        sel_r = np.zeros(0, np.intp)
+        flow = np.zeros(0)
+        status, method, val, bound = "optimal", "heuristic", 0.0, 0.0
+    else:
+        ent = np.arange(nnz)
+        ecol = Bk.indices
+        erow = np.repeat(np.arange(m), np.diff(Bk.indptr))
+        is_cand = ecol < q
+        # Variables [x (q) | z (nnz)].
+        Rz = sp.csr_array((np.ones(nnz), ent.copy(), Bk.indptr.copy()), shape=(m, nnz))
+        Cz = sp.csr_array((np.ones(nnz), (ecol, ent)), shape=(q + ne, nnz))
+        Cx = sp.csr_array((-cap[:q], (np.arange(q), np.arange(q))), shape=(q + ne, q))
+        ce = np.flatnonzero(is_cand)
+        Vx = sp.csr_array((-wk[erow[ce]], (np.arange(ce.size), ecol[ce])), shape=(ce.size, q))
+        Vz = sp.csr_array((np.ones(ce.size), (np.arange(ce.size), ce)), shape=(ce.size, nnz))
+        Z0 = sp.csr_array((m, q))
+        G = sp.vstack([sp.hstack([Z0, Rz]), sp.hstack([Cx, Cz]), sp.hstack([Vx, Vz]),
+                       sp.hstack([sp.csr_array(np.ones((1, q))), sp.csr_array((1, nnz))])], format="csr")
+        ub = np.concatenate([wk, np.where(np.arange(q + ne) < q, 0.0, cap), np.zeros(ce.size),
+                             [float(p_eff)]])
+        cons = [LinearConstraint(G, lb=-np.inf, ub=ub)]
+        zub = np.minimum(wk[erow], cap[ecol])
+        bnds = Bounds(np.zeros(q + nnz), np.concatenate([np.ones(q), zub]))
+        c = np.concatenate([np.zeros(q), -np.ones(nnz)])
+        integ = np.concatenate([np.ones(q), np.zeros(nnz)])
+        st, x, dual, msg = _run_milp(c, cons, bnds, integ, deadline - time.perf_counter(), mip_rel_gap)
+        total = float(min(wk.sum(), cap[:q].sum() + ecap.sum()))
+        bound = min(-dual, total) if dual is not None else total
+        if x is not None:
+            sel_r = np.flatnonzero(x[:q] > 0.5)
+            flow = x[q:]
+            method = "milp"
+        else:  # no incumbent in time: greedy by reachable capacity, assignment LP on it
+            reach = np.asarray(Bk[:, :q].T @ wk).reshape(-1)
+            sel_r = np.argsort(-np.minimum(reach, cap[:q]), kind="stable")[:p_eff]
+            method = "heuristic"
+            flow = np.zeros(nnz)
+        open_cols = np.concatenate([sel_r, np.arange(q, q + ne)])
+        keep_e = np.isin(ecol, open_cols)
+        # Re-solve the assignment exactly for the chosen sites (cleans MILP tolerances).
+        sub = sp.csr_array((np.ones(int(keep_e.sum())), ecol[keep_e], np.concatenate(
+            [[0], np.cumsum(np.bincount(erow[keep_e], minlength=m))])), shape=(m, q + ne))
+        val, f_sub = _assignment_lp(sub, wk, cap, deadline - time.perf_counter() + 5.0)
+        flow = np.zeros(nnz)
+        flow[np.flatnonzero(keep_e)] = f_sub
+        bound = max(bound, val)
+        status = "optimal" if (st == 0 and x is not None) or _gap(val, bound) <= mip_rel_gap else "time_limit"
+        if status == "optimal" and st == 0 and x is not None:
+            bound = val
+    # Per chosen site and per demand point.
+    site_flow = np.bincount(Bk.indices, weights=flow, minlength=q + ne) if nnz else np.zeros(q + ne)
+    served_row = np.bincount(np.repeat(np.arange(m), np.diff(Bk.indptr)), weights=flow,
+                             minlength=m) if nnz else np.zeros(m)
+    share = np.where(wk > 0, served_row / np.where(wk > 0, wk, 1.0), 0.0)
+    served = np.where(row_of >= 0, w * np.append(share, 0.0)[row_of], 0.0)
+    added = site_flow[sel_r]
+    order = np.argsort(-added, kind="stable")
+    selected = cand_cols[sel_r][order]
+    val = float(served.sum())
+    return SitingResult(
+        problem="cmclp", status=status, method=method, objective=val, bound=float(max(bound, val)),
+        gap=_gap(val, float(max(bound, val))), seconds=time.perf_counter() - t0,
+        selected_idx=selected.astype(np.intp), added_population=added[order],
+        population_total=float(w.sum()), population_existing=float(site_flow[q:].sum()),
+        population_covered=val, uncoverable_idx=np.flatnonzero(unc_mask),
+        uncoverable_population=float(w[unc_mask].sum()), served_population=served,
+        reduced_shape=(m, q), message=msg,
+    )

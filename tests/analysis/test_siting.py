@@ -1,0 +1,294 @@
+"""Siting: exact LSCP / MCLP / CMCLP against brute-force enumeration of every subset."""
+
+from itertools import combinations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.optimize import linprog
+from scipy.spatial import cKDTree
+
+from layers.analysis import siting
+
+SEEDS = range(30)
+
+
+def random_instance(seed, n_max=14, q_max=9, density=0.3, p_existing=0.2):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(4, n_max + 1))
+    q = int(rng.integers(2, q_max + 1))
+    A = (rng.random((n, q)) < density).astype(np.int8)
+    pop = rng.integers(0, 20, size=n).astype(float)
+    existing = rng.random(n) < p_existing
+    return sp.csr_array(A), pop, existing
+
+
+def subsets(q, size):
+    return combinations(range(q), size)
+
+
+def bf_lscp(A, existing):
+    D = A.toarray().astype(bool)
+    need = ~existing & D.any(axis=1)
+    q = D.shape[1]
+    for k in range(q + 1):
+        for S in subsets(q, k):
+            if D[need][:, list(S)].any(axis=1).all():
+                return k
+    raise AssertionError("unreachable")
+
+
+def bf_mclp(A, pop, p, existing):
+    D = A.toarray().astype(bool)
+    q = D.shape[1]
+    best = 0.0
+    for S in subsets(q, min(p, q)):
+        hit = ~existing & D[:, list(S)].any(axis=1)
+        best = max(best, float(pop[hit].sum()))
+    return best
+
+
+def assignment(D, pop, cap):
+    """Max splittable assignment of demand to the columns of D within capacities."""
+    rows, cols = np.nonzero(D)
+    if rows.size == 0:
+        return 0.0
+    k = rows.size
+    R = sp.csr_array((np.ones(k), (rows, np.arange(k))), shape=(D.shape[0], k))
+    C = sp.csr_array((np.ones(k), (cols, np.arange(k))), shape=(D.shape[1], k))
+    res = linprog(-np.ones(k), A_ub=sp.vstack([R, C]), b_ub=np.concatenate([pop, cap]), bounds=(0, None),
+                  method="highs")
+    return float(-res.fun)
+
+
+def bf_cmclp(A, pop, p, cap, E=None, ecap=None):
+    D = A.toarray().astype(bool)
+    q = D.shape[1]
+    De = np.zeros((D.shape[0], 0), bool) if E is None else E.toarray().astype(bool)
+    ecap = np.zeros(0) if ecap is None else ecap
+    best = 0.0
+    for S in subsets(q, min(p, q)):
+        best = max(best, assignment(np.hstack([D[:, list(S)], De]), pop, np.concatenate([cap[list(S)], ecap])))
+    return best
+
+
+def kdtree_matrix(demand_xy, sites_xy, radius_m):
+    lists = cKDTree(sites_xy).query_ball_point(demand_xy, radius_m)
+    rows = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
+    cols = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
+    return sp.csr_array((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(len(demand_xy), len(sites_xy)))
+
+
+def covered(A, sel, existing):
+    return existing | (A[:, sel].toarray().sum(axis=1) > 0 if len(sel) else np.zeros(A.shape[0], bool))
+
+
+# ---------------------------------------------------------------- hand-checkable
+def test_hand_checked_kdtree_instance():
+    # Demand on a line at x = 0, 3, 6, 10, 100; candidates at x = 0, 5, 10; r = 3 m.
+    demand_xy = np.array([[0.0, 0], [3, 0], [6, 0], [10, 0], [100, 0]])
+    sites_xy = np.array([[0.0, 0], [5, 0], [10, 0]])
+    A = kdtree_matrix(demand_xy, sites_xy, 3.0)
+    assert A.toarray().tolist() == [[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]]
+    # 0:{0} 1:{0,1} 2:{1} 3:{2} 4:{} -> LSCP needs all three; 4 is uncoverable.
+    res = siting.lscp(A, pop=[1, 2, 3, 4, 5])
+    assert (res.objective, res.status) == (3.0, "optimal")
+    assert res.uncoverable_idx.tolist() == [4] and res.uncoverable_population == 5.0
+    res = siting.mclp(A, [1, 2, 3, 4, 5], p=1)
+    assert res.selected_idx.tolist() == [1] and res.objective == 5.0  # 2 + 3 beats 1 + 2 and 4
+    assert res.population_total == 15.0 and res.population_covered == 5.0
+
+
+def test_added_population_sums_to_new_coverage():
+    A, pop, existing = random_instance(3, n_max=14, q_max=9, density=0.35)
+    res = siting.mclp(A, pop, 3, existing)
+    assert res.added_population.sum() == pytest.approx(res.objective)
+    assert np.all(np.diff(res.added_population) <= 1e-9)
+    assert res.population_covered == pytest.approx(res.population_existing + res.objective)
+    assert res.served_population.sum() == pytest.approx(res.population_covered)
+
+
+# ---------------------------------------------------------------- brute force
+@pytest.mark.parametrize("seed", SEEDS)
+def test_lscp_matches_brute_force(seed):
+    A, pop, existing = random_instance(seed)
+    opt = bf_lscp(A, existing)
+    for reduce in (True, False):
+        res = siting.lscp(A, existing, pop=pop, reduce=reduce)
+        assert res.status == "optimal" and res.objective == opt == res.count
+        need = ~existing & (A.toarray().sum(axis=1) > 0)
+        assert covered(A, res.selected_idx, existing)[need].all()
+    unc = np.flatnonzero(~existing & (A.toarray().sum(axis=1) == 0))
+    assert res.uncoverable_idx.tolist() == unc.tolist()
+    assert res.uncoverable_population == pytest.approx(pop[unc].sum())
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_mclp_matches_brute_force(seed):
+    A, pop, existing = random_instance(seed)
+    p = 1 + seed % 4
+    opt = bf_mclp(A, pop, p, existing)
+    for reduce in (True, False):
+        res = siting.mclp(A, pop, p, existing, reduce=reduce)
+        assert res.status == "optimal"
+        assert res.objective == pytest.approx(opt)
+        assert res.count <= p
+        hit = covered(A, res.selected_idx, np.zeros_like(existing)) & ~existing
+        assert pop[hit].sum() == pytest.approx(opt)  # the sites really cover what is claimed
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_cmclp_matches_brute_force(seed):
+    rng = np.random.default_rng(100 + seed)
+    A, pop, _ = random_instance(100 + seed, n_max=10, q_max=7, density=0.35)
+    cap = rng.integers(1, 40, size=A.shape[1]).astype(float)
+    p = 1 + seed % 3
+    E = ecap = None
+    if seed % 2:
+        E = sp.csr_array((rng.random((A.shape[0], 2)) < 0.25).astype(np.int8))
+        ecap = rng.integers(1, 20, size=2).astype(float)
+    opt = bf_cmclp(A, pop, p, cap, E, ecap)
+    res = siting.cmclp(A, pop, p, cap, existing_capacity=ecap, existing_A=E)
+    assert res.status == "optimal"
+    assert res.objective == pytest.approx(opt, abs=1e-6)
+    assert res.count <= p and np.all(res.selected_idx < A.shape[1])  # existing never chosen
+    assert np.all(res.added_population <= cap[res.selected_idx] + 1e-6)
+    assert np.all(res.served_population <= pop + 1e-6)
+    # Served with exactly the reported sites (recomputed independently) is the objective.
+    De = np.zeros((A.shape[0], 0)) if E is None else E.toarray()
+    again = assignment(np.hstack([A.toarray()[:, res.selected_idx], De]), pop,
+                       np.concatenate([cap[res.selected_idx], [] if ecap is None else ecap]))
+    assert again == pytest.approx(opt, abs=1e-6)
+
+
+def test_cmclp_keeps_subset_site_that_adds_capacity():
+    # Site 1 covers a subset of site 0's demand with less capacity, yet both are needed.
+    A = sp.csr_array(np.array([[1, 1], [1, 0]]))
+    res = siting.cmclp(A, [10, 10], 2, [10, 10])
+    assert res.objective == 20.0 and sorted(res.selected_idx.tolist()) == [0, 1]
+
+
+# ---------------------------------------------------------------- heuristics and bounds
+@pytest.mark.parametrize("seed", SEEDS)
+def test_greedy_never_beats_exact_and_bounds_hold(seed):
+    A, pop, existing = random_instance(seed, n_max=16, q_max=10, density=0.25)
+    p = 1 + seed % 3
+    opt_l = bf_lscp(A, existing)
+    opt_m = bf_mclp(A, pop, p, existing)
+    g = siting.greedy_lscp(A, existing, pop=pop)
+    assert g.status == "heuristic" and g.method == "heuristic"
+    assert g.objective >= opt_l >= g.bound
+    gm = siting.greedy_mclp(A, pop, p, existing)
+    assert gm.status == "heuristic"
+    assert gm.objective <= opt_m + 1e-9 <= gm.bound + 2e-9
+    assert siting.greedy_mclp(A, pop, p, existing, local_search=False).objective <= gm.objective + 1e-9
+
+
+def test_swaps_fix_greedy_trap():
+    # Greedy takes candidate 0 (25) then 1 (+10); the swap to {1, 2} covers all 40.
+    A = sp.csr_array(np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1]]))
+    pop = np.array([10.0, 15.0, 10.0, 5.0])
+    assert siting.greedy_mclp(A, pop, 2, local_search=False).objective == 35.0
+    assert siting.greedy_mclp(A, pop, 2).objective == 40.0
+
+
+# ---------------------------------------------------------------- existing facilities
+def test_existing_coverage_is_respected_and_never_rechosen():
+    # Candidate 0 covers only demand already served by an existing facility.
+    A = sp.csr_array(np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 1], [0, 0, 1]]))
+    pop = np.array([50.0, 50, 1, 2, 3])
+    existing = np.array([True, True, False, False, False])
+    res = siting.mclp(A, pop, 1, existing)
+    assert 0 not in res.selected_idx and res.objective == 5.0  # candidate 2: 2 + 3
+    assert res.population_existing == 100.0 and res.population_covered == 105.0
+    res = siting.lscp(A, existing, pop=pop)
+    assert res.objective == 2.0 and 0 not in res.selected_idx.tolist()
+    # With every demand covered already, nothing is chosen.
+    res = siting.lscp(A, np.ones(5, bool))
+    assert res.count == 0 and res.status == "optimal"
+
+
+# ---------------------------------------------------------------- reductions
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reduction_preserves_optimum(seed):
+    A, pop, existing = random_instance(seed, n_max=16, q_max=10, density=0.3)
+    red = siting.reduce_instance(A, pop, existing, problem="lscp")
+    R = sp.csr_array(red.A)
+    # LSCP: fixed sites + optimum of the reduced instance = original optimum.
+    opt_red = bf_lscp(R, np.zeros(R.shape[0], bool)) if R.shape[0] else 0
+    assert red.fixed_idx.size + opt_red == bf_lscp(A, existing)
+    # Reduced columns are original columns restricted to the kept rows, in the same positions.
+    D = A.toarray()
+    for i_orig in np.flatnonzero(red.row_of_demand >= 0):
+        r = red.row_of_demand[i_orig]
+        assert np.array_equal(R.toarray()[r], D[i_orig, red.candidate_idx])
+    # MCLP: same optimum for every p, and the population is conserved.
+    redm = siting.reduce_instance(A, pop, existing, problem="mclp")
+    kept = ~existing & (D.sum(axis=1) > 0) & (pop > 0)
+    assert redm.pop.sum() == pytest.approx(pop[kept].sum())
+    for p in (1, 2, 3):
+        got = bf_mclp(redm.A, redm.pop, p, np.zeros(redm.A.shape[0], bool)) if redm.A.shape[0] else 0.0
+        assert got == pytest.approx(bf_mclp(A, pop, p, existing))
+
+
+def test_reduction_merges_and_drops():
+    A = sp.csr_array(np.array([[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0]]))
+    red = siting.reduce_instance(A, [1, 2, 3, 4, 5], problem="mclp")
+    # Column 1 == column 0 (keep 0), column 3 is a subset of column 2; rows 0, 1 then equal.
+    assert red.candidate_idx.tolist() == [0, 2]
+    assert red.uncoverable_idx.tolist() == [4]
+    assert red.n_dominated_cols == 2 and red.n_merged_rows >= 1
+    assert red.pop[red.row_of_demand[0]] == 3.0 and red.row_of_demand[0] == red.row_of_demand[1]
+    assert red.row_of_demand[4] == -1
+
+
+def test_reduction_is_sparse_and_fast_at_city_scale():
+    rng = np.random.default_rng(7)
+    demand_xy = rng.uniform(0, 10_000, size=(20_000, 2))
+    sites_xy = rng.uniform(0, 10_000, size=(500, 2))
+    A = kdtree_matrix(demand_xy, sites_xy, 600.0)
+    red = siting.reduce_instance(A, rng.integers(0, 50, 20_000))
+    assert red.seconds < 5.0 and red.shape[0] < 20_000 and red.shape[1] <= 500
+
+
+# ---------------------------------------------------------------- curve
+@pytest.mark.parametrize("seed", range(8))
+def test_coverage_curve_exact_and_greedy(seed):
+    A, pop, existing = random_instance(seed, n_max=14, q_max=8, density=0.3)
+    curve = siting.coverage_curve(A, pop, 4, existing)
+    base = pop[existing].sum()
+    assert curve.method == "exact" and len(curve) == 4
+    for (k, covered_pop), st in zip(curve, curve.status):
+        assert st == "optimal"
+        assert covered_pop == pytest.approx(base + bf_mclp(A, pop, k, existing))
+    greedy = siting.coverage_curve(A, pop, 4, existing, exact=False)
+    assert greedy.method == "greedy"
+    assert np.all(greedy.population_covered <= curve.population_covered + 1e-9)
+    assert np.all(greedy.bound >= curve.population_covered - 1e-9)
+    assert np.all(np.diff(greedy.population_covered) >= 0)
+
+
+# ---------------------------------------------------------------- input checks and time limit
+def test_bad_inputs_raise():
+    A = sp.csr_array(np.eye(3))
+    with pytest.raises(ValueError):
+        siting.mclp(A, [1, 2], 1)
+    with pytest.raises(ValueError):
+        siting.lscp(A, existing=[True])
+    with pytest.raises(ValueError):
+        siting.cmclp(A, [1, 2, 3], 1, capacity=[1, 2])
+    with pytest.raises(ValueError):
+        siting.reduce_instance(A, problem="pmedian")
+
+
+def test_time_limit_reports_a_valid_gap():
+    rng = np.random.default_rng(11)
+    demand_xy = rng.uniform(0, 5_000, size=(3_000, 2))
+    sites_xy = rng.uniform(0, 5_000, size=(150, 2))
+    A = kdtree_matrix(demand_xy, sites_xy, 900.0)
+    pop = rng.integers(0, 100, 3_000).astype(float)
+    res = siting.mclp(A, pop, 8, time_limit_s=2.0)
+    assert res.status in ("optimal", "time_limit") and res.seconds < 6.0
+    assert res.bound >= res.objective - 1e-6 and res.gap >= 0
+    g = siting.greedy_mclp(A, pop, 8)
+    assert g.objective <= res.bound + 1e-6 and res.objective >= g.objective - 1e-6
