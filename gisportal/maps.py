@@ -9,7 +9,7 @@ from django.utils.translation import gettext as _
 from layers import selectors
 from layers.registry import LAYERS
 
-from .mapping import make_map, render_map_html
+from .mapping import SafeGeoJsonPopup, make_map, render_map_html
 
 # Layers drawn on the overview map, bottom to top; polygons first so points stay clickable.
 OVERVIEW_LAYERS = ["districts", "streets", "communities", "grids", "shelters", "roads",
@@ -44,7 +44,7 @@ def overview_map_html() -> str:
     bounds = selectors.layer_bounds_lonlat("districts")
     for kind in OVERVIEW_LAYERS:
         layer = LAYERS[kind]
-        data = selectors.layer_geojson(kind, escape_html=True, simplify=True)
+        data = selectors.layer_geojson(kind, simplify=True)
         if not data["features"]:
             continue
         fields = [f for f in layer.fields if f != "id"]
@@ -55,7 +55,7 @@ def overview_map_html() -> str:
             data, name=str(layer.label), style_function=_style(layer.color, kind),
             marker=folium.CircleMarker(radius=5, color=layer.color, fill=True, fill_opacity=0.9)
             if point_layer else None,
-            popup=folium.GeoJsonPopup(fields=fields, aliases=[str(f) for f in fields], labels=True),
+            popup=SafeGeoJsonPopup(fields=fields, aliases=[str(f) for f in fields], labels=True),
         ).add_to(group)
         group.add_to(m)
     folium.LayerControl(collapsed=False).add_to(m)

@@ -21,31 +21,51 @@ def _display(value):
     return str(value)
 
 
+def _to_lonlat():
+    from pyproj import Transformer
+
+    return Transformer.from_crs(settings.GIS_SRID, 4326, always_xy=True)
+
+
+def geoms_to_lonlat(geoms_wkb: list[bytes], *, simplify_m: float | None = None):
+    """Shapely geometries in lon/lat from WKB in GIS_SRID (vectorised: one transformer for all)."""
+    import shapely
+
+    geoms = shapely.from_wkb(geoms_wkb)
+    if simplify_m:
+        geoms = shapely.simplify(geoms, simplify_m, preserve_topology=True)
+    transformer = _to_lonlat()
+    return shapely.transform(geoms, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+
+
 def layer_geojson(kind: str, *, bbox: tuple[float, float, float, float] | None = None,
                   limit: int | None = None, escape_html: bool = False, simplify: bool = False) -> dict:
     """A FeatureCollection (EPSG:4326, RFC 7946) of one layer, optionally within a lon/lat bbox.
 
-    ``escape_html`` escapes attribute text for sinks that use innerHTML (Leaflet/folium popups).
+    ``escape_html`` escapes attribute text for sinks that use innerHTML.
     """
+    import shapely
+
     layer = layer_get(kind)
     qs = layer.model.objects.all()
     if bbox is not None:
         qs = qs.in_bbox(*bbox)
     if limit is not None:
         qs = qs[:limit]
-    tolerance = OVERVIEW_SIMPLIFY_M.get(kind) if simplify else None
+    rows = list(qs.values_list("pk", "is_sample", "geom", *layer.fields))
+    if not rows:
+        return {"type": "FeatureCollection", "features": []}
+    lonlat = geoms_to_lonlat([bytes(r[2].wkb) for r in rows],
+                             simplify_m=OVERVIEW_SIMPLIFY_M.get(kind) if simplify else None)
+    geometries = shapely.to_geojson(shapely.set_precision(lonlat, 1e-7))
     features = []
-    for obj in qs.only("pk", "geom", *layer.fields, "is_sample"):
-        geom = obj.geom
-        if tolerance:
-            geom = geom.simplify(tolerance, preserve_topology=True)
-        geom = geom.transform(4326, clone=True)
-        props = {"id": obj.pk, "is_sample": obj.is_sample}
-        for field in layer.fields:
-            value = _display(getattr(obj, field))
+    for row, geometry in zip(rows, geometries):
+        pk, is_sample = row[0], row[1]
+        props = {"id": pk, "is_sample": is_sample}
+        for field, value in zip(layer.fields, row[3:]):
+            value = _display(value)
             props[field] = html.escape(value) if escape_html and isinstance(value, str) else value
-        features.append({"type": "Feature", "id": obj.pk, "properties": props,
-                         "geometry": json.loads(geom.json)})
+        features.append({"type": "Feature", "id": pk, "properties": props, "geometry": json.loads(geometry)})
     return {"type": "FeatureCollection", "features": features}
 
 
