@@ -1,0 +1,789 @@
+"""Import a file into one layer: read -> validate everything -> ONE atomic write -> record an ImportRun.
+
+:func:`import_file` is the single path the ``import_layer`` command, the upload page and the REST API call.
+It never raises for bad input: the :class:`ImportReport` it returns lists every problem (file, feature/row,
+reason, location) and ``report.ok`` says whether anything was written. Nothing is written unless the whole
+file passes (``--dry-run`` stops just before the write and reports the same).
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import shapely
+from django.conf import settings
+from django.contrib.gis.geos import GEOSGeometry, Polygon as GEOSPolygon
+from django.db import transaction
+from django.db.models import ProtectedError
+from django.utils import timezone
+from shapely.strtree import STRtree
+
+from layers import models as layer_models
+from layers.analysis.gcj02 import geometry_gcj02_to_wgs84
+
+from . import crs as crsmod
+from . import mapping as fieldmap
+from . import readers, safety
+from .encoding import EncodingProblem
+from .models import ImportRun
+
+MODES = ("append", "upsert", "replace")
+BATCH = 2000
+WRITE_BATCH = 1000
+OVERLAP_TOLERANCE_M2 = 1.0       # digitising slivers below this are ignored
+GAP_TOLERANCE_M2 = 100.0
+OUTSIDE_TOLERANCE_M = layer_models.CONTAINMENT_TOLERANCE_M
+
+ProgressFn = Callable[[str, int, int | None], None]
+
+
+@dataclass
+class Issue:
+    level: str            # "error" | "warning" | "note"
+    code: str             # machine-readable reason, e.g. "invalid_geometry"
+    message: str          # what is wrong and what to do (Chinese; the product's first language)
+    file: str
+    row: int | None = None
+    location: list[float] | None = None   # [lon, lat] (EPSG:4326) where known
+
+    def __str__(self) -> str:
+        where = f"{self.file}" + (f"，第 {self.row} 个要素/行" if self.row is not None else "")
+        loc = f"（位置 {self.location[0]:.6f}, {self.location[1]:.6f}）" if self.location else ""
+        return f"{where}：{self.message}{loc}"
+
+
+@dataclass
+class ImportReport:
+    kind: str
+    file: str
+    mode: str = "append"
+    dry_run: bool = False
+    sha256: str = ""
+    size_bytes: int = 0
+    format: str | None = None
+    layer: str | None = None
+    crs: dict = field(default_factory=dict)
+    encoding: dict = field(default_factory=dict)
+    mapping: dict = field(default_factory=dict)
+    parent_attribute: str | None = None
+    unknown_attributes: list[str] = field(default_factory=list)
+    features_read: int = 0
+    features_valid: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    repaired: int = 0
+    area_change_m2: float = 0.0
+    issues: list[Issue] = field(default_factory=list)
+    status: str = "pending"   # ok | dry_run | refused
+    run_id: int | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.level == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.level == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def add(self, level: str, code: str, message: str, row: int | None = None, location=None) -> Issue:
+        issue = Issue(level, code, str(message), self.file, row,
+                      [round(float(location[0]), 7), round(float(location[1]), 7)] if location is not None else None)
+        self.issues.append(issue)
+        return issue
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["ok"] = self.ok
+        d["error_count"] = len(self.errors)
+        d["warning_count"] = len(self.warnings)
+        d["issues"] = [dict(asdict(i), text=str(i)) for i in self.issues]
+        return d
+
+
+class _Stop(Exception):
+    """Abort reading: the report already holds the error."""
+
+
+def limits_from_settings() -> safety.Limits:
+    extra = getattr(settings, "GISPORTAL_IMPORT_LIMITS", {}) or {}
+    return safety.Limits(max_file_bytes=int(getattr(settings, "GISPORTAL_MAX_UPLOAD_BYTES",
+                                                    safety.Limits.max_file_bytes)), **extra)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_READ_MESSAGES = {
+    "too_many_vertices": "顶点数超过上限 {max_vertices:,}",
+    "geometry_collection": "几何集合（GeometryCollection）不能导入",
+    "coordinates_unparsable": "坐标无法解析（空、非数字或 NaN/Inf）",
+}
+_GEOM_TYPES = {"multipolygon": ("Polygon", "MultiPolygon"), "point": ("Point", "MultiPoint"),
+               "multilinestring": ("LineString", "MultiLineString")}
+_GEOM_LABEL = {"multipolygon": "面（Polygon/MultiPolygon）", "point": "点（Point）",
+               "multilinestring": "线（LineString/MultiLineString）"}
+
+
+@dataclass
+class _Record:
+    row: int
+    values: dict
+    geom: object          # shapely geometry in GIS_SRID
+    code: str | None
+    parent_code: str | None
+    parent_pk: int | None = None
+
+
+def import_file(kind: str, path, *, srid: int | str | None = None, encoding: str | None = None,
+                layer: str | None = None, gcj02: bool = False, mapping: dict | list | None = None,
+                mode: str = "append", make_valid: bool = False, dry_run: bool = False, user=None,
+                progress: ProgressFn | None = None, file_name: str | None = None,
+                limits: safety.Limits | None = None) -> ImportReport:
+    """Import the file at ``path`` into layer ``kind``; see the module docstring.
+
+    ``mapping`` is ``{"name": "MC"}`` or ``["name=MC"]`` (the ``--map`` options). ``file_name`` is
+    the name shown in messages (the upload's original name); it defaults to the path's name.
+    """
+    t0 = time.perf_counter()
+    path = Path(path)
+    report = ImportReport(kind=kind, file=file_name or path.name, mode=mode, dry_run=dry_run)
+    limits = limits or limits_from_settings()
+    try:
+        _run(report, kind, path, srid=srid, encoding=encoding, layer=layer, gcj02=gcj02,
+             overrides=mapping, mode=mode, make_valid=make_valid, dry_run=dry_run, user=user,
+             progress=progress, limits=limits)
+    except _Stop:
+        pass
+    report.elapsed_s = round(time.perf_counter() - t0, 3)
+    if report.errors:
+        report.status = "refused"
+        report.created = report.updated = report.deleted = 0
+        if not dry_run and report.sha256:
+            _record(report, user, ImportRun.Status.REFUSED)
+    return report
+
+
+def _run(report: ImportReport, kind, path, *, srid, encoding, layer, gcj02, overrides, mode, make_valid,
+         dry_run, user, progress, limits) -> None:
+    if kind not in fieldmap.SPECS:
+        report.add("error", "kind_unknown", f"未知图层 {kind!r}；可选：{', '.join(fieldmap.SPECS)}")
+        raise _Stop
+    if mode not in MODES:
+        report.add("error", "mode_unknown", f"未知导入方式 {mode!r}；可选：{', '.join(MODES)}")
+        raise _Stop
+    if not path.is_file():
+        report.add("error", "file_missing", "文件不存在或不是普通文件")
+        raise _Stop
+    spec = fieldmap.SPECS[kind]
+    report.size_bytes = path.stat().st_size
+    report.sha256 = _sha256(path)
+    if srid is not None:
+        try:
+            srid = crsmod.srid_override(srid)
+        except crsmod.CRSProblem as exc:
+            report.add("error", exc.code, str(exc))
+            raise _Stop from None
+    with tempfile.TemporaryDirectory(prefix="gisportal-import-") as tmp:
+        try:
+            src = readers.open_source(path, Path(tmp), name=report.file, layer=layer, encoding=encoding,
+                                      limits=limits)
+        except (safety.UnsafeInput, readers.ReadProblem) as exc:
+            report.add("error", exc.code, str(exc), row=exc.row)
+            raise _Stop from None
+        except EncodingProblem as exc:
+            report.add("error", exc.code, str(exc))
+            raise _Stop from None
+        report.format = src.fmt
+        report.layer = src.layer
+        if src.encoding:
+            report.encoding = {"name": src.encoding.encoding, "how": src.encoding.how}
+        try:
+            overrides = fieldmap.parse_map_options(overrides)
+            resolved = fieldmap.resolve(spec, src.fields, overrides)
+        except fieldmap.MappingProblem as exc:
+            report.add("error", exc.code, str(exc))
+            raise _Stop from None
+        report.mapping = dict(resolved.fields)
+        report.parent_attribute = resolved.parent_attr
+        report.unknown_attributes = resolved.unknown
+        if resolved.unknown:
+            report.add("note", "unknown_attributes", f"未使用的属性：{', '.join(resolved.unknown)}")
+        for f in spec.fields:
+            if f.required and f.name not in resolved.fields:
+                report.add("error", "field_missing",
+                           f"找不到必填字段 {f.name}（别名：{'、'.join(f.aliases[:6])}）；可用 --map {f.name}=属性名 指定；"
+                           f"文件中的属性：{', '.join(src.fields) or '（无）'}")
+        if report.errors:
+            raise _Stop
+        records = _read_and_check(report, spec, src, resolved, srid=srid, gcj02=gcj02, make_valid=make_valid,
+                                  progress=progress, limits=limits)
+    if report.features_read == 0 and not report.errors:
+        report.add("error", "no_features", "文件中没有要素")
+    if report.errors:
+        raise _Stop
+    _check_duplicates(report, spec, records, mode)
+    _resolve_parents(report, spec, records)
+    _check_city(report, spec, records)
+    if spec.kind == "grids":
+        _check_grid_tiling(report, records, mode)
+    if report.errors:
+        raise _Stop
+    report.features_valid = len(records)
+    if dry_run:
+        _count_plan(report, spec, records, mode)
+        report.status = "dry_run"
+        return
+    _write(report, spec, records, mode, user, progress)
+
+
+# --- reading and per-feature checks --------------------------------------------------------------
+
+def _read_and_check(report, spec, src, resolved, *, srid, gcj02, make_valid, progress, limits) -> list[_Record]:
+    records: list[_Record] = []
+    choices = {f.name: fieldmap.choice_lookup(spec, f.name) for f in spec.fields if f.type == "choice"}
+    fspecs = {f.name: f for f in spec.fields}
+    state = {"crs": None, "zm": 0}
+    batch = []
+    total = src.count
+
+    def flush():
+        if batch:
+            records.extend(_check_batch(report, spec, src, batch, state, resolved, fspecs, choices,
+                                        srid=srid, gcj02=gcj02, make_valid=make_valid, limits=limits))
+            batch.clear()
+            if progress:
+                progress("read", report.features_read, total)
+
+    try:
+        for raw in src.features():
+            report.features_read += 1
+            if raw.problem:
+                code = raw.problem.split(":")[0]
+                if code == "csv_columns":
+                    _c, got, want = raw.problem.split(":")
+                    msg = f"列数 {got} 与表头的 {want} 列不一致"
+                elif code.startswith("gdal"):
+                    msg = raw.problem[6:] or "GDAL 读取错误"
+                    code = "read_failed"
+                else:
+                    msg = _READ_MESSAGES.get(code, code).format(max_vertices=limits.max_vertices_per_feature)
+                report.add("error", code, msg, row=raw.number)
+                continue
+            if raw.wkb is None:
+                report.add("error", "geometry_missing", "几何为空或无法读取（例如多层嵌套的几何集合）", row=raw.number)
+                continue
+            batch.append(raw)
+            if len(batch) >= BATCH:
+                flush()
+            if len(report.errors) > 1000:
+                report.add("error", "too_many_errors", "错误超过 1000 个，已停止检查")
+                raise _Stop
+        flush()
+    except readers.ReadProblem as exc:
+        report.add("error", exc.code, str(exc), row=exc.row)
+    except crsmod.CRSProblem as exc:
+        report.add("error", exc.code, str(exc))
+    if state["zm"]:
+        report.add("note", "zm_dropped", f"{state['zm']} 个要素带 Z/M 坐标，已去掉（只保存平面坐标）")
+    c = state["crs"]
+    if c is not None:
+        report.crs = {"srid": c.srid, "name": c.name, "how": c.how, "gcj02": bool(gcj02),
+                      "stored_srid": settings.GIS_SRID}
+        if c.how == "assumed_lonlat":
+            report.add("note", "crs_assumed", "文件未声明坐标系；坐标是中国范围内的经纬度，按 WGS84/CGCS2000 经纬度导入")
+    return records
+
+
+def _centroid_lonlat(geom_srid, geoms) -> np.ndarray:
+    b = shapely.bounds(geoms)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    if geom_srid == crsmod.WGS84:
+        return np.column_stack([cx, cy])
+    tr = crsmod.to_lonlat(crsmod.from_srid(geom_srid).wkt)
+    lon, lat = tr.transform(cx, cy)
+    return np.column_stack([lon, lat])
+
+
+def _transform(geoms, tr):
+    def f(coords):
+        x, y = tr.transform(coords[:, 0], coords[:, 1])
+        return np.column_stack([x, y])
+    return shapely.transform(geoms, f)
+
+
+def _check_batch(report, spec, src, batch, state, resolved, fspecs, choices, *, srid, gcj02, make_valid,
+                 limits) -> list[_Record]:
+    rows = np.array([r.number for r in batch])
+    geoms = shapely.from_wkb([r.wkb for r in batch], on_invalid="ignore")
+    keep = np.ones(len(batch), dtype=bool)
+    for i, g in enumerate(geoms):
+        if g is None:
+            report.add("error", "geometry_unreadable", "几何数据损坏，无法解析", row=int(rows[i]))
+            keep[i] = False
+    geoms = np.where(keep, geoms, None)
+    # Z/M dropped
+    zm = shapely.has_z(geoms) | shapely.has_m(geoms)
+    if zm.any():
+        state["zm"] += int(zm.sum())
+        geoms[zm] = shapely.force_2d(geoms[zm])
+    # geometry type, emptiness, finite coordinates (vectorised; messages only for the bad ones)
+    allowed = _GEOM_TYPES[spec.geom]
+    types = np.array([g.geom_type if g is not None else "" for g in geoms], dtype=object)
+    n_parts = shapely.get_num_geometries(geoms)
+    empty = shapely.is_empty(geoms)
+    coords, owner = shapely.get_coordinates(np.where(keep, geoms, None), return_index=True)
+    bad_coord = np.zeros(len(geoms), dtype=bool)
+    bad_coord[owner[~np.isfinite(coords).all(axis=1)]] = True
+    for i in np.flatnonzero(keep):
+        t = types[i]
+        if t not in allowed:
+            report.add("error", "geometry_type", f"几何类型为 {t}，{spec.kind} 需要{_GEOM_LABEL[spec.geom]}",
+                       row=int(rows[i]))
+            keep[i] = False
+        elif t == "MultiPoint" and n_parts[i] != 1:
+            report.add("error", "geometry_type", f"多点（{n_parts[i]} 个点），{spec.kind} 需要单个点",
+                       row=int(rows[i]))
+            keep[i] = False
+        elif empty[i]:
+            report.add("error", "geometry_empty", "几何为空", row=int(rows[i]))
+            keep[i] = False
+        elif bad_coord[i]:
+            report.add("error", "coordinates_not_finite", "坐标含 NaN 或无穷大", row=int(rows[i]))
+            keep[i] = False
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        return []
+    geoms = geoms[idx]
+    rows = rows[idx]
+    batch = [batch[i] for i in idx]
+    # CRS, decided on the first usable batch
+    if state["crs"] is None:
+        xy = shapely.get_coordinates(geoms[:500])
+        state["crs"] = crsmod.resolve(src.crs_wkt, xy[:, 0], xy[:, 1], srid=srid, gcj02=gcj02)
+    c = state["crs"]
+    ok = np.ones(len(geoms), dtype=bool)
+    if c.geographic:
+        b = shapely.bounds(geoms)
+        inside = crsmod.in_china_mask(b[:, 0], b[:, 1]) & crsmod.in_china_mask(b[:, 2], b[:, 3])
+        swapped = crsmod.in_china_mask(b[:, 1], b[:, 0]) & crsmod.in_china_mask(b[:, 3], b[:, 2])
+        for i in np.flatnonzero(~inside):
+            if swapped[i]:
+                report.add("error", "swapped_axes", "经纬度顺序颠倒（纬度, 经度）：请交换坐标列或字段",
+                           row=int(rows[i]))
+            else:
+                report.add("error", "outside_china", f"坐标 ({b[i, 0]:.4f}, {b[i, 1]:.4f}) 不在中国范围内的经纬度："
+                           "若是投影坐标请用 --srid 指定坐标系", row=int(rows[i]))
+        ok &= inside
+        if gcj02:
+            geoms = geometry_gcj02_to_wgs84(geoms)
+    target = settings.GIS_SRID
+    if c.srid != target:
+        src_wkt = crsmod.CRS.from_epsg(crsmod.WGS84).to_wkt() if gcj02 else c.wkt
+        geoms = _transform(geoms, crsmod.transformer(src_wkt, target))
+    coords, owner = shapely.get_coordinates(geoms, return_index=True)
+    finite = np.ones(len(geoms), dtype=bool)
+    finite[owner[~np.isfinite(coords).all(axis=1)]] = False
+    for i in np.flatnonzero(ok & ~finite):
+        report.add("error", "transform_failed", f"坐标无法从 {c.name} 转换到 EPSG:{target}", row=int(rows[i]))
+    ok &= finite
+    if not c.geographic and ok.any():
+        ll = _centroid_lonlat(target, geoms[ok])
+        out = ~crsmod.in_china_mask(ll[:, 0], ll[:, 1])
+        for j, i in enumerate(np.flatnonzero(ok)):
+            if out[j]:
+                report.add("error", "outside_china",
+                           f"按坐标系 {c.name} 解释，要素落在中国以外（{ll[j, 0]:.3f}, {ll[j, 1]:.3f}）：坐标系是否正确？"
+                           + " " + crsmod.suggest_for_projected(*shapely.get_coordinates(geoms[i])[:1].T),
+                           row=int(rows[i]))
+                ok[i] = False
+    # validity
+    valid = shapely.is_valid(geoms)
+    for i in np.flatnonzero(ok & ~valid):
+        reason = shapely.is_valid_reason(geoms[i])
+        loc = _reason_location(reason, target)
+        if make_valid:
+            fixed = _repair(geoms[i], spec.geom)
+            if fixed is None or fixed.is_empty:
+                report.add("error", "invalid_geometry", f"几何无效且无法修复：{reason}", row=int(rows[i]),
+                           location=loc)
+                ok[i] = False
+                continue
+            before = float(shapely.area(geoms[i]))
+            after = float(fixed.area)
+            report.repaired += 1
+            report.area_change_m2 += abs(after - before)
+            report.add("warning", "geometry_repaired",
+                       f"几何无效（{reason}），已修复；面积 {before:,.1f} → {after:,.1f} 平方米", row=int(rows[i]),
+                       location=loc)
+            geoms[i] = fixed
+        else:
+            report.add("error", "invalid_geometry", f"几何无效：{reason}（可加 --make-valid 修复）",
+                       row=int(rows[i]), location=loc)
+            ok[i] = False
+    out = []
+    for i in np.flatnonzero(ok):
+        raw = batch[i]
+        values, bad = _values(report, spec, raw, resolved, fspecs, choices)
+        if bad:
+            continue
+        g = geoms[i]
+        if spec.geom == "multipolygon" and g.geom_type == "Polygon":
+            g = shapely.MultiPolygon([g])
+        elif spec.geom == "multilinestring" and g.geom_type == "LineString":
+            g = shapely.MultiLineString([g])
+        elif spec.geom == "point" and g.geom_type == "MultiPoint":
+            g = g.geoms[0]
+        code = values.get("code") if spec.code_field else None
+        pcode = None
+        if resolved.parent_attr:
+            pv = raw.attrs.get(resolved.parent_attr)
+            if isinstance(pv, float) and pv.is_integer():
+                pv = int(pv)
+            pcode = str(pv).strip() if pv not in (None, "") else None
+        out.append(_Record(raw.number, values, g, code, pcode))
+    return out
+
+
+def _reason_location(reason: str, srid: int):
+    import re
+    m = re.search(r"\[([-\d.eE+]+) ([-\d.eE+]+)\]", reason or "")
+    if not m:
+        return None
+    x, y = float(m.group(1)), float(m.group(2))
+    if srid == crsmod.WGS84:
+        return (x, y)
+    lon, lat = crsmod.to_lonlat(crsmod.from_srid(srid).wkt).transform(x, y)
+    return (lon, lat)
+
+
+def _repair(g, geom_kind):
+    fixed = shapely.make_valid(g)
+    want = {"multipolygon": ("Polygon", "MultiPolygon"), "multilinestring": ("LineString", "MultiLineString"),
+            "point": ("Point",)}[geom_kind]
+    if fixed.geom_type == "GeometryCollection":
+        parts = [p for p in fixed.geoms if p.geom_type in want]
+        if not parts:
+            return None
+        fixed = shapely.union_all(parts)
+    if fixed.geom_type not in want and not fixed.geom_type.startswith("Multi"):
+        return None
+    return fixed
+
+
+def _values(report, spec, raw, resolved, fspecs, choices) -> tuple[dict, bool]:
+    values = {}
+    bad = False
+    for name, attr in resolved.fields.items():
+        f = fspecs[name]
+        try:
+            v = fieldmap.coerce(spec, f, raw.attrs.get(attr), choices.get(name))
+        except ValueError as exc:
+            report.add("error", "value_invalid", f"属性 {attr}：{exc}", row=raw.number)
+            bad = True
+            continue
+        if v is not None:
+            values[name] = v
+    for f in spec.fields:
+        if f.required and values.get(f.name) in (None, ""):
+            if f.name in resolved.fields:
+                report.add("error", "value_missing", f"必填字段 {f.name}（属性 {resolved.fields[f.name]}）为空",
+                           row=raw.number)
+                bad = True
+    if spec.kind == "districts" and "kind" not in values and values.get("name"):
+        name = values["name"]
+        for suffix, k in (("管理区", "management_area"), ("开发区", "development_zone"), ("县", "county"),
+                          ("区", "district")):
+            if name.endswith(suffix):
+                values["kind"] = k
+                break
+    if spec.kind == "fire_stations" and values.get("on_duty", 0) > values.get("staff", values.get("on_duty", 0)):
+        report.add("error", "value_invalid", "每班执勤人数大于人员总数", row=raw.number)
+        bad = True
+    return values, bad
+
+
+# --- whole-file checks ---------------------------------------------------------------------------
+
+def _check_duplicates(report, spec, records, mode) -> None:
+    if not spec.code_field:
+        return
+    first: dict[str, int] = {}
+    for r in records:
+        if r.code in first:
+            report.add("error", "duplicate_code", f"代码 {r.code} 与第 {first[r.code]} 个要素重复", row=r.row)
+        else:
+            first[r.code] = r.row
+    if mode == "append" and first:
+        existing = _existing_codes(spec.model, list(first))
+        for r in records:
+            if r.code in existing:
+                report.add("error", "code_exists",
+                           f"代码 {r.code} 已在数据库中（更新已有数据请用 --mode upsert 或 replace）", row=r.row)
+
+
+def _existing_codes(model, codes: list[str]) -> set[str]:
+    found = set()
+    for i in range(0, len(codes), 500):
+        found.update(model.objects.filter(code__in=codes[i:i + 500]).values_list("code", flat=True))
+    return found
+
+
+def _load_parents(model, codes) -> dict[str, tuple[int, object]]:
+    out = {}
+    codes = sorted(set(codes))
+    for i in range(0, len(codes), 500):
+        for pk, code, geom in model.objects.filter(code__in=codes[i:i + 500]).values_list("pk", "code", "geom"):
+            out[code] = (pk, shapely.from_wkb(bytes(geom.wkb)))
+    return out
+
+
+def _resolve_parents(report, spec, records) -> None:
+    p = spec.parent
+    if p is None or not records:
+        return
+    label = p.model._meta.verbose_name
+    wanted = {}
+    for r in records:
+        if r.parent_code:
+            wanted[r.row] = r.parent_code
+            if r.code and p.code_len and not r.code.startswith(r.parent_code):
+                report.add("error", "code_parent_mismatch",
+                           f"代码 {r.code} 与上级{label}代码 {r.parent_code} 不一致", row=r.row)
+        elif r.code and p.code_len:
+            wanted[r.row] = r.code[:p.code_len]
+    parents = _load_parents(p.model, wanted.values())
+    spatial = [r for r in records if r.row not in wanted]
+    for r in records:
+        pc = wanted.get(r.row)
+        if pc is None:
+            continue
+        if pc in parents:
+            r.parent_pk = parents[pc][0]
+        else:
+            report.add("error" if p.required else "warning", "parent_missing",
+                       f"上级{label} {pc} 不在数据库中（请先导入上级图层，或用 --map {p.field}=属性名 指定）", row=r.row)
+    if spatial:
+        _parents_by_geometry(report, spec, spatial)
+    if spec.kind == "grids":
+        for r in records:
+            if r.parent_pk is None:
+                continue
+            pc = wanted.get(r.row)
+            parent_geom = parents[pc][1] if pc in parents else None
+            if parent_geom is None:
+                continue
+            outside = r.geom.difference(parent_geom.buffer(OUTSIDE_TOLERANCE_M))
+            if not outside.is_empty and outside.area > 1.0:
+                c = outside.representative_point()
+                report.add("error", "outside_parent", f"网格超出所属社区 {pc} 范围 {outside.area:,.1f} 平方米",
+                           row=r.row, location=_lonlat(c))
+
+
+def _lonlat(pt):
+    lon, lat = crsmod.to_lonlat(crsmod.from_srid(settings.GIS_SRID).wkt).transform(pt.x, pt.y)
+    return (lon, lat)
+
+
+def _extent_polygon(geoms) -> GEOSPolygon:
+    b = shapely.total_bounds(np.array(geoms, dtype=object))
+    poly = GEOSPolygon.from_bbox(tuple(float(v) for v in b))
+    poly.srid = settings.GIS_SRID
+    return poly
+
+
+def _parents_by_geometry(report, spec, records) -> None:
+    p = spec.parent
+    label = p.model._meta.verbose_name
+    qs = p.model.objects.filter(geom__bboverlaps=_extent_polygon([r.geom for r in records]))
+    rows = list(qs.values_list("pk", "code", "geom"))
+    if not rows:
+        for r in records:
+            report.add("error" if p.required else "warning", "parent_missing",
+                       f"找不到包含该要素的{label}（没有代码时按空间位置确定上级）", row=r.row)
+        return
+    pgeoms = np.array([shapely.from_wkb(bytes(g.wkb)) for _pk, _c, g in rows], dtype=object)
+    tree = STRtree(pgeoms)
+    for r in records:
+        cand = tree.query(r.geom, predicate="intersects")
+        best, best_area = None, 0.0
+        if p.by_geometry == "contains_point":
+            hits = [j for j in cand if pgeoms[j].covers(r.geom)]
+            best = hits[0] if hits else None
+        else:
+            for j in cand:
+                a = r.geom.intersection(pgeoms[j]).area
+                if a > best_area:
+                    best, best_area = j, a
+        if best is None:
+            report.add("error" if p.required else "warning", "parent_missing",
+                       f"找不到包含该要素的{label}", row=r.row)
+        else:
+            r.parent_pk = rows[best][0]
+
+
+def _check_city(report, spec, records) -> None:
+    if spec.kind == "districts" or not records:
+        return
+    geoms = list(layer_models.District.objects.values_list("geom", flat=True))
+    if not geoms:
+        report.add("note", "city_unknown", "区县图层为空，未检查要素是否在城市范围内")
+        return
+    city = shapely.union_all([shapely.from_wkb(bytes(g.wkb)) for g in geoms]).buffer(OUTSIDE_TOLERANCE_M)
+    shapely.prepare(city)
+    arr = np.array([r.geom for r in records], dtype=object)
+    inside = shapely.covers(city, arr)
+    for i in np.flatnonzero(~inside):
+        pt = arr[i].representative_point()
+        report.add("warning", "outside_city", "要素（部分）位于区县图层范围之外", row=records[i].row,
+                   location=_lonlat(pt))
+
+
+def _check_grid_tiling(report, records, mode) -> None:
+    """Grids must not overlap each other; gaps left in their community are reported with the area."""
+    if not records:
+        return
+    file_codes = {r.code for r in records}
+    by_comm = defaultdict(list)
+    for r in records:
+        if r.parent_pk is not None:
+            by_comm[r.parent_pk].append(r)
+    # grids already stored in those communities and staying (append/upsert keep codes not in the file)
+    existing = defaultdict(list)
+    if mode != "replace":
+        for cpk, code, g in layer_models.Grid.objects.filter(community_id__in=list(by_comm)).values_list(
+                "community_id", "code", "geom"):
+            if code not in file_codes:
+                existing[cpk].append((code, shapely.from_wkb(bytes(g.wkb))))
+    arr = np.array([r.geom for r in records], dtype=object)
+    tree = STRtree(arr)
+    left, right = tree.query(arr, predicate="intersects")
+    for a, b in zip(left, right):
+        if a >= b:
+            continue
+        area = arr[a].intersection(arr[b]).area
+        if area > OVERLAP_TOLERANCE_M2:
+            pt = arr[a].intersection(arr[b]).representative_point()
+            report.add("error", "grid_overlap", f"网格 {records[a].code} 与第 {records[b].row} 个要素（{records[b].code}）"
+                       f"重叠 {area:,.1f} 平方米", row=records[a].row, location=_lonlat(pt))
+    comm_geoms = dict((pk, shapely.from_wkb(bytes(g.wkb))) for pk, g in
+                      layer_models.Community.objects.filter(pk__in=list(by_comm)).values_list("pk", "geom"))
+    for cpk, recs in by_comm.items():
+        for r in recs:
+            for code, g in existing.get(cpk, []):
+                area = r.geom.intersection(g).area
+                if area > OVERLAP_TOLERANCE_M2:
+                    report.add("error", "grid_overlap",
+                               f"网格 {r.code} 与已有网格 {code} 重叠 {area:,.1f} 平方米", row=r.row)
+        cg = comm_geoms.get(cpk)
+        if cg is None:
+            continue
+        covered = shapely.union_all([r.geom for r in recs] + [g for _c, g in existing.get(cpk, [])])
+        gap = cg.difference(covered)
+        if gap.area > GAP_TOLERANCE_M2:
+            report.add("warning", "grid_gap", f"社区（{recs[0].code[:12] if recs[0].code else cpk}）内有 "
+                       f"{gap.area:,.1f} 平方米未被网格覆盖", row=None, location=_lonlat(gap.representative_point()))
+
+
+# --- the write ---------------------------------------------------------------------------------
+
+def _count_plan(report, spec, records, mode) -> None:
+    if spec.code_field:
+        existing = _existing_codes(spec.model, [r.code for r in records]) if mode != "append" else set()
+        report.updated = sum(1 for r in records if r.code in existing)
+        report.created = len(records) - report.updated
+        if mode == "replace":
+            report.deleted = spec.model.objects.count() - len(existing)
+    else:
+        report.created = len(records)
+        if mode == "replace":
+            report.deleted = spec.model.objects.count()
+
+
+def _instance_kwargs(spec, r: _Record, file_name: str) -> dict:
+    kw = dict(r.values)
+    kw["geom"] = GEOSGeometry(memoryview(shapely.to_wkb(r.geom)), srid=settings.GIS_SRID)
+    if spec.parent is not None:
+        kw[f"{spec.parent.field}_id"] = r.parent_pk
+    if spec.kind == "districts" and "source" not in kw:
+        kw["source"] = f"import: {file_name}"[:200]
+    return kw
+
+
+def _write(report, spec, records, mode, user, progress) -> None:
+    model = spec.model
+    try:
+        with transaction.atomic():
+            existing = {}
+            if spec.code_field and mode in ("upsert", "replace"):
+                codes = [r.code for r in records]
+                for i in range(0, len(codes), 500):
+                    existing.update(model.objects.filter(code__in=codes[i:i + 500]).values_list("code", "pk"))
+            if mode == "replace":
+                stale = model.objects.all()
+                if spec.code_field:
+                    keep_pks = set(existing.values())
+                    stale_pks = [pk for pk in stale.values_list("pk", flat=True) if pk not in keep_pks]
+                    for i in range(0, len(stale_pks), 500):
+                        report.deleted += model.objects.filter(pk__in=stale_pks[i:i + 500]).delete()[1].get(
+                            model._meta.label, 0)
+                else:
+                    report.deleted = stale.delete()[1].get(model._meta.label, 0)
+            new, upd = [], []
+            for r in records:
+                kw = _instance_kwargs(spec, r, report.file)
+                if r.code in existing:
+                    obj = model(pk=existing[r.code], **kw)
+                    upd.append(obj)
+                else:
+                    new.append(model(**kw))
+            done = 0
+            for i in range(0, len(new), WRITE_BATCH):
+                model.objects.bulk_create(new[i:i + WRITE_BATCH])
+                done += len(new[i:i + WRITE_BATCH])
+                if progress:
+                    progress("write", done, len(records))
+            if upd:
+                fields = sorted({k.removesuffix("_id") if k.endswith("_id") else k
+                                 for r in records for k in _instance_kwargs(spec, r, report.file)} - {"code"})
+                for i in range(0, len(upd), WRITE_BATCH):
+                    model.objects.bulk_update(upd[i:i + WRITE_BATCH], fields)
+                    done += len(upd[i:i + WRITE_BATCH])
+                    if progress:
+                        progress("write", done, len(records))
+            report.created, report.updated = len(new), len(upd)
+            report.status = "ok"
+            _record(report, user, ImportRun.Status.OK)
+    except ProtectedError as exc:
+        n = len(exc.protected_objects)
+        report.add("error", "replace_protected",
+                   f"--mode replace 需要删除的数据仍被 {n} 条下级数据引用；请改用 --mode upsert，或先处理下级图层")
+        report.status = "refused"
+        raise _Stop from None
+
+
+def _record(report: ImportReport, user, status) -> None:
+    run = ImportRun.objects.create(
+        user=user if getattr(user, "pk", None) else None, kind=report.kind, file_name=report.file[:255],
+        sha256=report.sha256, size_bytes=report.size_bytes, mode=report.mode, status=status,
+        features_read=report.features_read, created=report.created, updated=report.updated,
+        deleted=report.deleted, error_count=len(report.errors), report={}, finished_at=timezone.now())
+    report.run_id = run.pk
+    run.report = report.as_dict()
+    run.save(update_fields=["report"])
