@@ -20,3 +20,7 @@ if settings.DEBUG:
     from django.conf.urls.static import static
 
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+
+from . import views_coverage  # noqa: E402
+
+urlpatterns += views_coverage.urlpatterns
