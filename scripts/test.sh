@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export GISPORTAL_DEV_KEY=1 DJANGO_DEBUG=0 PYTHONDONTWRITEBYTECODE=1
 py=.venv/bin/python
-.venv/bin/django-admin compilemessages --ignore=.venv -v 0 2>/dev/null || $py manage.py compilemessages --ignore=.venv -v 0
+$py manage.py compilemessages --ignore=.venv -v 0
 
 echo "=== tests on SpatiaLite ==="
 unset DATABASE_URL
