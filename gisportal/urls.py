@@ -24,3 +24,7 @@ if settings.DEBUG:
 from . import views_coverage  # noqa: E402
 
 urlpatterns += views_coverage.urlpatterns
+
+from . import views_dashboard, views_import, views_review  # noqa: E402
+
+urlpatterns += views_review.urlpatterns + views_import.urlpatterns + views_dashboard.urlpatterns

@@ -21,6 +21,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+# Fixed passwords for the throw-away portal's demo users (create_demo_users reads them from the env).
+DEMO_PASSWORDS = {role: f"{role}-browser-test-1" for role in
+                  ("planner", "emergency_official", "field_staff", "admin")}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,6 +57,7 @@ def portal(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env.update(GISPORTAL_VAR_DIR=str(var), GISPORTAL_DEV_KEY="1", DJANGO_DEBUG="0",
                DJANGO_SETTINGS_MODULE="gisportal.settings")
+    env.update({f"GISPORTAL_DEMO_PASSWORD_{role.upper()}": password for role, password in DEMO_PASSWORDS.items()})
     cleanup = None
     if os.environ.get("DATABASE_URL"):
         env["DATABASE_URL"], cleanup = _fresh_postgis(os.environ["DATABASE_URL"])
