@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 from urllib.parse import quote
 
 import folium
-from branca.element import Element, Figure
+from branca.element import Element, Figure, MacroElement
 from folium.elements import JSCSSMixin
 from folium.features import GeoJsonDetail, GeoJsonPopup, GeoJsonTooltip
 from folium.plugins import Draw, Fullscreen, MarkerCluster
@@ -280,6 +280,17 @@ def basemap_tiles(basemap: Optional[Mapping[str, Any]]) -> list[TileSpec]:
     raise ValueError(f"unknown GISPORTAL_BASEMAP kind {kind!r}; use 'osm', 'tianditu' or 'local'")
 
 
+class _AttributionPrefix(MacroElement):
+    """A plain "Leaflet" attribution prefix: Leaflet 1.9's default adds a national flag icon, out of place
+    on a Chinese government map."""
+
+    _template = Template(
+        "{% macro script(this, kwargs) %}"
+        "{{ this._parent.get_name() }}.attributionControl.setPrefix('Leaflet');"
+        "{% endmacro %}"
+    )
+
+
 def make_map(
     static_url: StaticUrl = "/static/",
     basemap: Optional[Mapping[str, Any]] = None,
@@ -306,6 +317,7 @@ def make_map(
     if min_zoom is not None:
         m.options["min_zoom"] = min_zoom
     setattr(m, _MAP_ATTR, static_url)
+    _AttributionPrefix().add_to(m)
     m.default_js = _urls(static_url, MAP_JS)
     m.default_css = _urls(static_url, MAP_CSS)
     for spec in tiles:
