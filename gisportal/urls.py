@@ -28,3 +28,7 @@ urlpatterns += views_coverage.urlpatterns
 from . import views_dashboard, views_import, views_review  # noqa: E402
 
 urlpatterns += views_review.urlpatterns + views_import.urlpatterns + views_dashboard.urlpatterns
+
+from . import views_siting  # noqa: E402
+
+urlpatterns += views_siting.urlpatterns

@@ -124,7 +124,7 @@ def _shapely(geoms) -> np.ndarray:
     return shapely.from_wkb(wkb) if wkb else np.empty(0, dtype=object)
 
 
-def _digest(*parts) -> str:
+def digest(*parts) -> str:
     h = hashlib.sha256()
     for p in parts:
         h.update(repr(p).encode())
@@ -133,7 +133,7 @@ def _digest(*parts) -> str:
 
 
 @dataclass(frozen=True)
-class _Sites:
+class Sites:
     pks: np.ndarray
     codes: list
     names: list
@@ -145,7 +145,7 @@ class _Sites:
 
 
 @dataclass(frozen=True)
-class _Grids:
+class Grids:
     codes: list
     population: np.ndarray
     geoms: np.ndarray
@@ -156,7 +156,7 @@ class _Grids:
 
 
 @dataclass(frozen=True)
-class _Demand:
+class Demand:
     mode: str             # "raster" or "grids"
     xy: np.ndarray
     pop: np.ndarray
@@ -165,7 +165,7 @@ class _Demand:
     surface: dict | None
 
 
-def _rules() -> RuleSet:
+def rules_current() -> RuleSet:
     return RuleSet.from_settings(settings.GISPORTAL_RULES)
 
 
@@ -173,8 +173,8 @@ def _choices(model_choices) -> list[str]:
     return [value for value, _label in model_choices]
 
 
-def _load_sites(kind: str, level: str | None, facility_kind: str | None, radius_m: float | None,
-                capacity: bool, rs: RuleSet) -> _Sites:
+def sites_load(kind: str, level: str | None, facility_kind: str | None, radius_m: float | None,
+                capacity: bool, rs: RuleSet) -> Sites:
     if kind == "shelters":
         if facility_kind:
             raise CoverageInputError("facility_kind", "--facility-kind 不适用于避难场所，请用 --level",
@@ -237,25 +237,25 @@ def _load_sites(kind: str, level: str | None, facility_kind: str | None, radius_
         raise CoverageInputError("no_facilities", f"没有符合条件的{what[0]}", f"no {what[1]} match the filter")
     if radius_m is not None:
         radius = np.full(len(rows), float(radius_m))
-    version = _digest(services.data_version(qs), attrs)
-    return _Sites(pks=np.array([r.pk for r in rows], dtype=np.int64), codes=[r.code for r in rows],
+    version = digest(services.data_version(qs), attrs)
+    return Sites(pks=np.array([r.pk for r in rows], dtype=np.int64), codes=[r.code for r in rows],
                   names=[r.name for r in rows], labels=labels, geoms=geoms, radius_m=radius,
                   capacity=cap, version=version)
 
 
-def _load_grids() -> _Grids:
+def grids_load() -> Grids:
     rows = list(models.Grid.objects.order_by("code").values_list(
         "pk", "code", "population", "community__code", "community__name", "community__street__code",
         "community__street__name", "community__street__district__code", "community__street__district__name",
         "geom"))
     geoms = _shapely([r[-1] for r in rows])
-    version = _digest(services.data_version(models.Grid.objects.all()), [(r[0], r[1], r[2], r[3]) for r in rows])
-    return _Grids(codes=[r[1] for r in rows], population=np.array([r[2] for r in rows], dtype=np.float64),
+    version = digest(services.data_version(models.Grid.objects.all()), [(r[0], r[1], r[2], r[3]) for r in rows])
+    return Grids(codes=[r[1] for r in rows], population=np.array([r[2] for r in rows], dtype=np.float64),
                   geoms=geoms, community=[(r[3], r[4]) for r in rows], street=[(r[5], r[6]) for r in rows],
                   district=[(r[7], r[8]) for r in rows], version=version)
 
 
-def _raster_demand(surface: models.PopulationSurface, grids: _Grids) -> _Demand:
+def demand_from_raster(surface: models.PopulationSurface, grids: Grids) -> Demand:
     import rasterio
 
     key = f"raster:{surface.pk}:{surface.sha256}:{grids.version}"
@@ -273,10 +273,10 @@ def _raster_demand(surface: models.PopulationSurface, grids: _Grids) -> _Demand:
     xy, pop, grid_idx = _DEMAND.get(key, make)
     info = {"id": surface.pk, "name": surface.name, "sha256": surface.sha256,
             "resolution_m": surface.resolution_m, "cells": int(len(xy))}
-    return _Demand("raster", xy, pop, grid_idx, key, info)
+    return Demand("raster", xy, pop, grid_idx, key, info)
 
 
-def _lattice_demand(grids: _Grids) -> _Demand:
+def demand_from_grids_lattice(grids: Grids) -> Demand:
     """Grid demand as points: a lattice GRID_SAMPLE_M apart, each grid's population split evenly
     over its lattice points (a grid no lattice point falls in gets its representative point)."""
     key = f"grids:{grids.version}:{GRID_SAMPLE_M}"
@@ -305,10 +305,10 @@ def _lattice_demand(grids: _Grids) -> _Demand:
         return pts, pop, idx
 
     xy, pop, idx = _DEMAND.get(key, make)
-    return _Demand("grids", xy, pop, idx, key, None)
+    return Demand("grids", xy, pop, idx, key, None)
 
 
-def _load_roads():
+def roads_load():
     geoms = list(models.Road.objects.values_list("geom", flat=True))
     return _shapely(geoms)
 
@@ -320,13 +320,13 @@ def _is_point(geoms: np.ndarray) -> bool:
     return bool(len(geoms)) and bool((shapely.get_type_id(geoms) == 0).all())
 
 
-def _euclidean_cover(demand: _Demand, sites: _Sites) -> scipy.sparse.csr_array:
+def cover_euclidean(demand: Demand, sites: Sites) -> scipy.sparse.csr_array:
     if _is_point(sites.geoms):
         return cov.coverage_matrix(demand.xy, shapely.get_coordinates(sites.geoms), sites.radius_m)
     return cov.coverage_matrix_geoms(demand.xy, sites.geoms, sites.radius_m)
 
 
-def _gates(sites: _Sites) -> tuple[np.ndarray, np.ndarray]:
+def _gates(sites: Sites) -> tuple[np.ndarray, np.ndarray]:
     """Points through which each site is entered from the road: the point itself, or samples of
     a polygon's boundary every GATE_SPACING_M. Returns (gate_xy, gate_site_idx)."""
     g = sites.geoms
@@ -339,7 +339,7 @@ def _gates(sites: _Sites) -> tuple[np.ndarray, np.ndarray]:
     return xy[first], owner[first].astype(np.int64)
 
 
-def _network_cover(demand: _Demand, sites: _Sites, lines) -> tuple[scipy.sparse.csr_array, str]:
+def cover_network(demand: Demand, sites: Sites, lines) -> tuple[scipy.sparse.csr_array, str]:
     key, net = network_cached(lines)
     snap = _SNAPS.get((key, demand.key), lambda: net_mod.snap_points(net, demand.xy))
     gate_xy, owner = _gates(sites)
@@ -355,7 +355,7 @@ def _network_cover(demand: _Demand, sites: _Sites, lines) -> tuple[scipy.sparse.
     return out, key
 
 
-def _grid_site_population(grids: _Grids, sites: _Sites, quad_segs: int = cov.DEFAULT_QUAD_SEGS) -> np.ndarray:
+def _grid_site_population(grids: Grids, sites: Sites, quad_segs: int = cov.DEFAULT_QUAD_SEGS) -> np.ndarray:
     """People within reach of each site when grid populations are spread evenly (overlaps count at
     every site): sum over grids of population × area(grid ∩ buffer) / area(grid)."""
     buffers = shapely.buffer(sites.geoms, sites.radius_m, quad_segs=quad_segs)
@@ -377,7 +377,7 @@ def _r(x: float, nd: int = 3) -> float:
     return round(float(x), nd)
 
 
-def _areas(grids: _Grids, pop: np.ndarray, covered: np.ndarray, served: np.ndarray | None) -> dict:
+def _areas(grids: Grids, pop: np.ndarray, covered: np.ndarray, served: np.ndarray | None) -> dict:
     out = {}
     for level, keys in (("districts", grids.district), ("streets", grids.street),
                         ("communities", grids.community)):
@@ -467,13 +467,13 @@ def coverage_compute(*, kind: str, radius_m: float | None = None, level: str | N
         When the Job's cancellation was requested; the Job is marked cancelled.
     """
     radius = _validate(kind, radius_m, method, demand)
-    rs = _rules()
-    sites = _load_sites(kind, level, facility_kind, radius, capacity, rs)
-    grids = _load_grids()
+    rs = rules_current()
+    sites = sites_load(kind, level, facility_kind, radius, capacity, rs)
+    grids = grids_load()
     surface = models.PopulationSurface.objects.filter(active=True).order_by("-created_at").first() \
         if demand == "raster" else None
     if surface is not None:
-        dem = _raster_demand(surface, grids)
+        dem = demand_from_raster(surface, grids)
     else:
         if len(grids.codes) == 0:
             raise CoverageInputError("no_demand", "没有需求数据：既没有启用的人口栅格，也没有网格",
@@ -483,7 +483,7 @@ def coverage_compute(*, kind: str, radius_m: float | None = None, level: str | N
         raise CoverageInputError("no_demand", "人口栅格中没有人口", "the population raster holds no people")
     lines = None
     if method == "network":
-        lines = _load_roads()
+        lines = roads_load()
         if len(lines) == 0:
             raise CoverageInputError("no_roads", "道路图层为空，无法按路网计算距离",
                                      "the roads layer is empty; cannot use the network method")
@@ -493,7 +493,7 @@ def coverage_compute(*, kind: str, radius_m: float | None = None, level: str | N
             "population_surface": dem.surface["sha256"] if dem is not None else None}
     roads_key = net_mod.network_version_key(lines) if lines is not None else None
     data["roads"] = roads_key[:16] if roads_key else None
-    version = _digest(sorted(data.items()))
+    version = digest(sorted(data.items()))
     radius_doc = _radius_doc(sites, radius)
     params = {"kind": kind, "radius_m": radius, "level": level, "facility_kind": facility_kind,
               "method": method, "demand": demand, "demand_used": demand_used, "capacity": bool(capacity),
@@ -525,7 +525,7 @@ def coverage_compute(*, kind: str, radius_m: float | None = None, level: str | N
     return doc
 
 
-def _radius_doc(sites: _Sites, override: float | None):
+def _radius_doc(sites: Sites, override: float | None):
     if override is not None:
         return override
     values = sorted(set(sites.radius_m.tolist()))
@@ -534,7 +534,7 @@ def _radius_doc(sites: _Sites, override: float | None):
     return {lab: float(r) for lab, r in sorted(set(zip(sites.labels, sites.radius_m.tolist())))}
 
 
-def _compute(kind, sites: _Sites, grids: _Grids, dem: _Demand | None, method, lines, capacity, step) -> dict:
+def _compute(kind, sites: Sites, grids: Grids, dem: Demand | None, method, lines, capacity, step) -> dict:
     n_grids, n_sites = len(grids.codes), len(sites.codes)
     cap_result = None
     served_grid = None
@@ -551,17 +551,17 @@ def _compute(kind, sites: _Sites, grids: _Grids, dem: _Demand | None, method, li
         n_points = 0
         if capacity:
             # the LP needs points: the lattice; per-site figures then come from the same points
-            dem = _lattice_demand(grids)
-            cover = _euclidean_cover(dem, sites)
+            dem = demand_from_grids_lattice(grids)
+            cover = cover_euclidean(dem, sites)
             in_reach = cov.coverage_of_points(dem.pop, cover).site_population
             step(0.7, "coverage matrix built")
     else:
         if dem is None:
-            dem = _lattice_demand(grids)
+            dem = demand_from_grids_lattice(grids)
         if method == "euclidean":
-            cover = _euclidean_cover(dem, sites)
+            cover = cover_euclidean(dem, sites)
         else:
-            cover, network_key = _network_cover(dem, sites, lines)
+            cover, network_key = cover_network(dem, sites, lines)
         step(0.6, "coverage matrix built")
         res = cov.coverage_of_points(dem.pop, cover)
         pop_grid = cov.group_sums(dem.pop, dem.grid_idx, n_grids)
@@ -725,7 +725,7 @@ def coverage_geometries(doc: dict, *, service_areas: bool = True) -> dict:
     areas = None
     if doc["method"] == "network":
         if service_areas and len(codes) <= MAX_SERVICE_AREA_SITES:
-            lines = _load_roads()
+            lines = roads_load()
             if len(lines):
                 _key, net = network_cached(lines)
                 # one walk per site from its representative point (every gate would take ~10x longer)
