@@ -26,8 +26,7 @@ load-demo:
 	$(PY) manage.py create_demo_users
 
 serve:
-	@echo "gisportal: http://$(HOST):$(PORT)/  (Ctrl-C to stop)"
-	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
+	HOST=$(HOST) PORT=$(PORT) scripts/serve.sh
 
 test: install-test
 	scripts/test.sh

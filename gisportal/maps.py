@@ -15,6 +15,19 @@ from .mapping import SafeGeoJsonPopup, make_map, render_map_html
 OVERVIEW_LAYERS = ["districts", "streets", "communities", "grids", "shelters", "roads",
                    "facilities", "fire_stations", "candidates"]
 SHOWN_BY_DEFAULT = {"districts", "shelters", "fire_stations", "facilities"}
+# Public information anyone may see on the overview map; other layers (grids with their workers,
+# candidate sites) follow the user's permissions (a field worker sees only their own grids).
+PUBLIC_KINDS = frozenset({"districts", "streets", "communities", "shelters", "fire_stations", "facilities",
+                          "roads"})
+
+
+def visible_queryset(user, kind: str):
+    """The rows of ``kind`` that ``user`` (possibly anonymous) may see on the portal's maps."""
+    from .permissions import layer_queryset
+
+    if kind in PUBLIC_KINDS:
+        return LAYERS[kind].model.objects.all()
+    return layer_queryset(user, kind)
 
 
 def basemap_setting() -> dict | None:
@@ -38,13 +51,13 @@ def _style(color: str, kind: str):
     return style
 
 
-def overview_map_html() -> str:
+def overview_map_html(user=None) -> str:
     static_url = static("")
     m = make_map(static_url=static_url, basemap=basemap_setting())
     bounds = selectors.layer_bounds_lonlat("districts")
     for kind in OVERVIEW_LAYERS:
         layer = LAYERS[kind]
-        data = selectors.layer_geojson(kind, simplify=True)
+        data = selectors.layer_geojson(kind, simplify=True, queryset=visible_queryset(user, kind))
         if not data["features"]:
             continue
         fields = [f for f in layer.fields if f != "id"]

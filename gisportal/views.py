@@ -28,7 +28,7 @@ def _parse_bbox(raw: str | None):
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    counts = selectors.layer_counts()
+    counts = {kind: maps.visible_queryset(request.user, kind).count() for kind in LAYERS}
     layers = [{"kind": kind, "label": layer.label, "count": counts[kind], "color": layer.color}
               for kind, layer in LAYERS.items()]
     sample = any(m.objects.filter(is_sample=True).exists() for m in (l.model for l in LAYERS.values()))
@@ -39,7 +39,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 def map_frame(request: HttpRequest) -> HttpResponse:
     """The overview map (folium page, every asset local), shown in an iframe on the home page."""
-    html = maps.overview_map_html()
+    html = maps.overview_map_html(request.user)
     return HttpResponse(html, content_type="text/html; charset=utf-8")
 
 
@@ -48,5 +48,5 @@ def layer_geojson(request: HttpRequest, kind: str) -> JsonResponse:
     if kind not in LAYERS:
         raise Http404(_("未知图层"))
     bbox = _parse_bbox(request.GET.get("bbox"))
-    data = selectors.layer_geojson(kind, bbox=bbox, limit=5000)
+    data = selectors.layer_geojson(kind, bbox=bbox, limit=5000, queryset=maps.visible_queryset(request.user, kind))
     return JsonResponse(data, json_dumps_params={"ensure_ascii": False})

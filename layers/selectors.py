@@ -39,15 +39,17 @@ def geoms_to_lonlat(geoms_wkb: list[bytes], *, simplify_m: float | None = None):
 
 
 def layer_geojson(kind: str, *, bbox: tuple[float, float, float, float] | None = None,
-                  limit: int | None = None, escape_html: bool = False, simplify: bool = False) -> dict:
+                  limit: int | None = None, escape_html: bool = False, simplify: bool = False,
+                  queryset=None) -> dict:
     """A FeatureCollection (EPSG:4326, RFC 7946) of one layer, optionally within a lon/lat bbox.
 
-    ``escape_html`` escapes attribute text for sinks that use innerHTML.
+    ``escape_html`` escapes attribute text for sinks that use innerHTML. ``queryset`` restricts the rows
+    (e.g. to what a user may see).
     """
     import shapely
 
     layer = layer_get(kind)
-    qs = layer.model.objects.all()
+    qs = layer.model.objects.all() if queryset is None else queryset
     if bbox is not None:
         qs = qs.in_bbox(*bbox)
     if limit is not None:

@@ -1,6 +1,8 @@
 """Writes and jobs: each runs in one transaction so it lands whole or not at all."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import secrets
 import shutil
@@ -225,10 +227,33 @@ class JobCancelled(Exception):
     """Raised inside a job's work when its cancellation was requested; the job's transaction rolls back."""
 
 
+_ADOPT: "contextvars.ContextVar[models.Job | None]" = contextvars.ContextVar("gisportal_job_adopt", default=None)
+
+
+@contextlib.contextmanager
+def job_adopt(job: models.Job):
+    """Within the block, the next ``job_start`` of ``job.kind`` takes over ``job`` (a queued Job of the
+    API or a page) instead of creating a second row, so the id handed out is the id of the recorded run."""
+    token = _ADOPT.set(job)
+    try:
+        yield
+    finally:
+        _ADOPT.reset(token)
+
+
 def job_start(kind: str, params: dict, *, user=None, data_version: str = "") -> models.Job:
     """Record a job as running (its own committed row, outside the work's transaction)."""
     from django.utils import timezone
 
+    adopted = _ADOPT.get()
+    if adopted is not None and adopted.kind == kind:
+        _ADOPT.set(None)  # only the first job_start in the block adopts
+        adopted.params = {**params, "request": adopted.params}
+        adopted.data_version = data_version
+        adopted.status = models.Job.Status.RUNNING
+        adopted.started_at = adopted.started_at or timezone.now()
+        adopted.save(update_fields=["params", "data_version", "status", "started_at"])
+        return adopted
     return models.Job.objects.create(kind=kind, params=params, user=user if getattr(user, "pk", None) else None,
                                      data_version=data_version, status=models.Job.Status.RUNNING,
                                      started_at=timezone.now())
