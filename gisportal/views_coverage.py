@@ -10,6 +10,7 @@ import json
 
 import folium
 from django import forms
+from django.core.exceptions import PermissionDenied
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -25,6 +26,7 @@ from layers.registry import LAYERS
 
 from .mapping import SafeGeoJsonTooltip, make_map, render_map_html, safe_tooltip
 from .maps import basemap_setting
+from .permissions import can_run_analysis
 
 PERMISSION = "layers.view_shelter"
 
@@ -78,6 +80,8 @@ def _job(pk: int) -> models.Job:
 @require_http_methods(["GET", "POST"])
 def coverage_page(request: HttpRequest) -> HttpResponse:
     """GET: the form (and the latest runs); POST: run, then show the recorded result."""
+    if request.method == "POST" and not can_run_analysis(request.user):
+        raise PermissionDenied  # viewing runs: view_shelter; running them: emergency officials, admins
     if request.method == "POST":
         form = CoverageForm(request.POST)
         if form.is_valid():

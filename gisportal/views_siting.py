@@ -11,6 +11,7 @@ from pathlib import Path
 
 import folium
 from django import forms
+from django.core.exceptions import PermissionDenied
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -25,6 +26,7 @@ from layers import models, services_siting as svc
 
 from .mapping import make_map, render_map_html, safe_tooltip
 from .maps import basemap_setting
+from .permissions import can_run_analysis
 
 PERMISSION = "layers.view_shelter"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -95,6 +97,8 @@ def _recent():
 @require_http_methods(["GET", "POST"])
 def siting_page(request: HttpRequest) -> HttpResponse:
     """GET: the form (and the latest runs); POST: run, then redirect to the recorded result."""
+    if request.method == "POST" and not can_run_analysis(request.user):
+        raise PermissionDenied  # viewing runs: view_shelter; running them: emergency officials, admins
     if request.method == "POST":
         form = SitingForm(request.POST, request.FILES)
         if form.is_valid():

@@ -67,11 +67,14 @@ MATRIX: dict[str, list[tuple]] = {
     "login": [("get", "/accounts/login/", None, None, E(200, 200, 200, 200, 200))],
     "logout": [("post", "/accounts/logout/", {}, None, E(302, 302, 302, 302, 302))],
     "set_language": [("post", "/i18n/setlang/", {"language": "en", "next": "/"}, None, E(302, 302, 302, 302, 302))],
-    "coverage": [("get", "/coverage/", None, None, PAGE_ANALYSIS)],
+    "coverage": [("get", "/coverage/", None, None, PAGE_ANALYSIS),
+                 # running an analysis: emergency officials and admins only (302 = to the recorded result)
+                 ("post", "/coverage/", "coverage_form", "form", E(LOGIN, 403, 302, 403, 302))],
     "coverage_result": [("get", "/coverage/jobs/{coverage}/", None, None, PAGE_ANALYSIS)],
     "coverage_map": [("get", "/coverage/jobs/{coverage}/map/", None, None, PAGE_ANALYSIS)],
     "coverage_export": [("get", "/coverage/jobs/{coverage}.csv", None, None, PAGE_ANALYSIS)],
-    "siting": [("get", "/siting/", None, None, PAGE_ANALYSIS)],
+    "siting": [("get", "/siting/", None, None, PAGE_ANALYSIS),
+               ("post", "/siting/", "siting_form", "form", E(LOGIN, 403, 302, 403, 302))],
     "siting_result": [("get", "/siting/jobs/{siting}/", None, None, PAGE_ANALYSIS)],
     "siting_map": [("get", "/siting/jobs/{siting}/map/", None, None, PAGE_ANALYSIS)],
     "siting_export": [("get", "/siting/jobs/{siting}.csv", None, None, PAGE_ANALYSIS)],
@@ -223,6 +226,12 @@ def _body(body, role, sample):
                 "save": False}
     if body == "siting":
         return {"kind": "fire_stations", "objective": "mclp", "p": 1, "radius_m": 500, "area": sample["community"]}
+    if body == "coverage_form":
+        return {"kind": "fire_stations", "radius_m": "500", "method": "euclidean", "demand": "grids"}
+    if body == "siting_form":
+        return {"kind": "fire_stations", "objective": "mclp", "radius_m": "500", "p": "1",
+                "candidates": "generated", "spacing_m": "200", "area": sample["community"], "existing": "on",
+                "method": "euclidean", "time_limit_s": "20"}
     if body == "upload":
         path = ROOT / "fixtures/formats/districts_wgs84.geojson"
         return {"file": SimpleUploadedFile(path.name, path.read_bytes()), "kind": "districts", "dry_run": "true"}
