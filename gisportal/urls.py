@@ -33,3 +33,7 @@ urlpatterns += views_review.urlpatterns + views_import.urlpatterns + views_dashb
 from . import views_siting  # noqa: E402
 
 urlpatterns += views_siting.urlpatterns
+
+from . import views_jobs  # noqa: E402
+
+urlpatterns += views_jobs.urlpatterns

@@ -67,6 +67,12 @@ MATRIX: dict[str, list[tuple]] = {
     "login": [("get", "/accounts/login/", None, None, E(200, 200, 200, 200, 200))],
     "logout": [("post", "/accounts/logout/", {}, None, E(302, 302, 302, 302, 302))],
     "set_language": [("post", "/i18n/setlang/", {"language": "en", "next": "/"}, None, E(302, 302, 302, 302, 302))],
+    # grid export page: anyone who can see grids (field staff: their own); jobs: one's own, admins all
+    "grid_export": [("get", "/exports/grids/", None, None, E(LOGIN, 200, 200, 200, 200))],
+    "job_list": [("get", "/jobs/", None, None, E(LOGIN, 200, 200, 200, 200))],
+    "job_detail": [("get", "/jobs/{export}/", None, None, E(LOGIN, 404, 200, 404, 200))],
+    "job_cancel": [("post", "/jobs/{queued}/cancel/", None, None, E(LOGIN, 404, 302, 404, 302))],
+    "job_download": [("get", "/jobs/{export}/download/", None, None, E(LOGIN, 404, 200, 404, 200))],
     "coverage": [("get", "/coverage/", None, None, PAGE_ANALYSIS),
                  # running an analysis: emergency officials and admins only (302 = to the recorded result)
                  ("post", "/coverage/", "coverage_form", "form", E(LOGIN, 403, 302, 403, 302))],
