@@ -22,7 +22,7 @@ from .permissions import can_cancel_job, can_view_layer, grids_visible, jobs_vis
 
 
 class GridExportForm(forms.Form):
-    scope = forms.ChoiceField(label=_("范围"), choices=[("community", _("社区")), ("grid", _("网格")),
+    scope = forms.ChoiceField(label=_("导出范围"), choices=[("community", _("社区")), ("grid", _("网格")),
                                                        ("street", _("街道")), ("district", _("区县"))])
     code = forms.RegexField(label=_("代码"), regex=r"^\d{6,15}$", max_length=15,
                             error_messages={"invalid": _("代码应为 6–15 位数字")})
