@@ -44,6 +44,8 @@ from layers.analysis.report_pdf import (FACILITY_COLOR, FIRE_COLOR, SHELTER_COLO
 from layers.analysis.submission import MAX_BYTES, Submission, SubmissionError
 from layers.models_review import ReviewDecision, ReviewReport
 from layers.selectors import geoms_to_lonlat
+from layers.services_decisions import DecisionProblem
+from layers.services_decisions import review_decide as review_decide_service
 
 from .mapping import make_map, render_map_html, safe_tooltip
 from .maps import basemap_setting
@@ -421,37 +423,21 @@ def review_decide(request: HttpRequest, pk: int) -> HttpResponse:
     action = request.POST.get("action", "")
     if action not in TRANSITIONS:
         return HttpResponse(_g("未知操作"), status=400)
-    allowed, new_status = TRANSITIONS[action]
     report = project.reports.first()
     codes = {c["code"] for c in report.checks.get("checks", [])} if report else set()
     check_comments = {code: request.POST[f"comment_{code}"].strip()[:2000] for code in sorted(codes)
                       if request.POST.get(f"comment_{code}", "").strip()}
     comment = request.POST.get("comment", "").strip()[:4000]
-    errors = []
-    if project.status not in allowed:
-        errors.append(_g("当前状态不能执行该操作"))
-    if action == Action.REJECTED and not (comment or check_comments):
-        errors.append(_g("退回时请填写意见"))
-    if action == Action.APPROVED and report is not None and report.verdict == "fail" and not comment:
-        errors.append(_g("审查结论为不通过，批准时请说明理由"))
-    if action == Action.COMMENT and not (comment or check_comments):
-        errors.append(_g("请填写意见"))
     try:
         version = int(request.POST.get("version", ""))
     except ValueError:
         version = -1
-    if not errors:
-        with transaction.atomic():
-            changes = {"version": version + 1}
-            if new_status is not None:
-                changes["status"] = new_status
-            n = models.HousingProject.objects.filter(pk=project.pk, version=version).update(
-                **changes, updated_at=timezone.now())
-            if n != 1:
-                errors.append(_g("项目已被他人修改，请刷新后重试"))
-            else:
-                ReviewDecision.objects.create(project=project, report=report, action=action, comment=comment,
-                                              check_comments=check_comments, user=request.user)
+    errors = []
+    try:  # one path with the API: layers.services_decisions
+        review_decide_service(project, action=action, user=request.user, comment=comment,
+                              check_comments=check_comments, expected_version=version)
+    except DecisionProblem as exc:
+        errors.append(exc.message(_lang()))
     if errors:
         return render(request, "review/project.html",
                       _project_context(request, project, errors=errors, posted=request.POST), status=409)

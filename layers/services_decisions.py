@@ -53,7 +53,14 @@ def review_decide(project: models.HousingProject, *, action: str, user, comment:
     changes = {"version": F("version") + 1, "updated_at": timezone.now()}
     if action != "comment":
         changes["status"] = action
-    models.HousingProject.objects.filter(pk=locked.pk).update(**changes)
+    # The version test is in the UPDATE itself, so of two concurrent deciders exactly one wins even where
+    # SELECT ... FOR UPDATE is a no-op (SQLite).
+    rows = models.HousingProject.objects.filter(pk=locked.pk, version=locked.version)
+    if expected_version is not None:
+        rows = rows.filter(version=expected_version)
+    if rows.update(**changes) != 1:
+        raise DecisionProblem("version", "项目已被他人更新，请刷新后重试",
+                              "the project changed meanwhile; reload and retry")
     decision = models.ReviewDecision(project=locked, report=report, action=action, comment=comment,
                                      check_comments=check_comments, user=user if getattr(user, "pk", None) else None)
     decision.save()
