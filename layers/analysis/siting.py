@@ -23,6 +23,13 @@ which shrinks a 40,000 x 1,000 city instance to a few hundred or thousand rows i
 second. ``milp`` cannot take a start solution, so a greedy + swap local search runs first; when the
 time limit stops HiGHS with a worse incumbent (or none) the heuristic's sites are returned, with
 HiGHS's proven bound, so the gap is always known.
+
+LSCP adds a Lagrangian relaxation of the covering constraints (subgradient optimisation, sparse
+mat-vecs only): its bound is always available, even when HiGHS cannot finish the root LP; its
+multipliers drive a greedy on Lagrangian costs (a better incumbent) and reduced-cost fixing
+against the incumbent; HiGHS then gets what is left with ``sum x <= UB - 1``, so it searches only
+for improvements. MCLP gives HiGHS the incumbent as a cutoff (``w.y >= incumbent``) after LP
+reduced-cost fixing, with iterated swaps first on large instances.
 """
 
 from __future__ import annotations
@@ -51,7 +58,8 @@ __all__ = [
 
 _ROW_BLOCK = 4096  # rows per block in the row-dominance product (bounds peak memory)
 _COL_BLOCK = 1024  # columns per block in the column-dominance product
-_EXACT_CURVE_NNZ = 200_000  # coverage_curve solves exactly per k when the reduced nnz is below this
+_EXACT_CURVE_NNZ = 200_000
+_ILS_MIN_NNZ = 20_000  # MCLP: iterated swaps before HiGHS from this many reduced non-zeros  # coverage_curve solves exactly per k when the reduced nnz is below this
 
 
 # ---------------------------------------------------------------------------------------------
@@ -653,6 +661,112 @@ def _assemble(
 
 
 # ---------------------------------------------------------------------------------------------
+# Lagrangian relaxation of the LSCP covering constraints (Beasley 1990; Caprara, Fischetti &
+# Toth 1999): a lower bound that needs only sparse mat-vecs, reduced costs for variable fixing
+# and a greedy on reduced costs that usually beats plain greedy.
+# ---------------------------------------------------------------------------------------------
+def _lagrangian_value(At: sp.csr_array, u: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
+    """``L(u) = sum u + sum_j min(0, 1 - (A^T u)_j)`` (a lower bound on LSCP for any u >= 0)."""
+    rc = 1.0 - np.asarray(At @ u, dtype=np.float64)
+    return float(u.sum() + rc[rc < 0].sum()), rc
+
+
+def _lagrangian_lscp(
+    A: sp.csr_array, ub: float, deadline: float, max_iter: int = 1000, *,
+    u0: NDArray[np.float64] | None = None, heuristic_every: int = 0,
+) -> tuple[float, NDArray[np.float64], NDArray[np.intp] | None]:
+    """Subgradient optimisation of the LSCP Lagrangian (unit costs).
+
+    Returns ``(L, u, best_cover)``: the best bound found, its multipliers, and the best cover
+    the Lagrangian greedy produced (``None`` when ``heuristic_every`` is 0 or none beat ``ub``).
+    """
+    m, q = A.shape
+    At = sp.csr_array(A.T).astype(np.float64)
+    Af = A.astype(np.float64)
+    if u0 is None:  # u_i = min over the columns covering i of 1 / |column|
+        size = np.maximum(np.diff(At.indptr), 1).astype(np.float64)
+        u = np.full(m, np.inf)
+        np.minimum.at(u, np.repeat(np.arange(m), np.diff(A.indptr)), 1.0 / size[A.indices])
+        u[~np.isfinite(u)] = 0.0
+    else:
+        u = np.maximum(np.asarray(u0, dtype=np.float64), 0.0)
+    best_L, best_u = -np.inf, u.copy()
+    best_cover: NDArray[np.intp] | None = None
+    lam, stall = 1.0, 0
+    Ac = A.tocsc() if heuristic_every else None
+    for it in range(max_iter):
+        L, rc = _lagrangian_value(At, u)
+        if L > best_L + 1e-6:
+            best_L, best_u, stall = L, u.copy(), 0
+        else:
+            stall += 1
+            if stall >= 50:
+                lam, stall = lam / 2.0, 0
+        if heuristic_every and it % heuristic_every == heuristic_every - 1:
+            cov = _lagrangian_greedy(A, Ac, u)
+            if cov.size < ub:
+                ub, best_cover = float(cov.size), cov
+        if lam < 1e-4 or time.perf_counter() > deadline or np.ceil(best_L - 1e-6) >= ub:
+            break
+        x = (rc < 0).astype(np.float64)
+        g = 1.0 - np.asarray(Af @ x, dtype=np.float64)
+        g[(u <= 0) & (g < 0)] = 0.0
+        nrm = float(g @ g)
+        if nrm == 0.0:  # x covers every row exactly where u > 0: L(u) is optimal
+            break
+        u = np.maximum(0.0, u + lam * max(ub - L, 1e-3) / nrm * g)
+    return best_L, best_u, best_cover
+
+
+def _lagrangian_greedy(A: sp.csr_array, Ac: sp.csc_array, u: NDArray[np.float64]) -> NDArray[np.intp]:
+    """Greedy cover scored on Lagrangian costs (Caprara et al. 1999), then redundancy removal.
+
+    Score of column j: ``gamma_j / mu_j`` if ``gamma_j > 0`` else ``gamma_j * mu_j``, with
+    ``mu_j`` the uncovered rows it covers and ``gamma_j = 1 - sum of u over them``.
+    """
+    m, q = A.shape
+    if m == 0:
+        return np.zeros(0, np.intp)
+    uncovered = np.ones(m, dtype=bool)
+    mu = np.diff(Ac.indptr).astype(np.float64)
+    usum = np.asarray(A.T @ u, dtype=np.float64).reshape(-1)
+    chosen: list[int] = []
+    while uncovered.any():
+        gamma = 1.0 - usum
+        score = np.where(gamma > 0, gamma / np.maximum(mu, 1e-12), gamma * mu)
+        score[mu <= 0] = np.inf
+        j = int(np.argmin(score))
+        rows = Ac.indices[Ac.indptr[j] : Ac.indptr[j + 1]]
+        rows = rows[uncovered[rows]]
+        uncovered[rows] = False
+        sub = A[rows]
+        mu -= np.bincount(sub.indices, minlength=q)
+        usum -= np.bincount(sub.indices, weights=np.repeat(u[rows], np.diff(sub.indptr)), minlength=q)
+        chosen.append(j)
+    return _drop_redundant(Ac, np.asarray(chosen, dtype=np.intp))
+
+
+def _lagrangian_fixing(
+    At: sp.csr_array, u: NDArray[np.float64], target: float,
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Columns in no cover of size <= ``target``, and columns in every such cover.
+
+    With ``L = L(u)`` and reduced costs ``rc``: a cover using column j with ``rc_j > 0`` costs at
+    least ``L + rc_j``; a cover without column j with ``rc_j < 0`` at least ``L - rc_j``. Both are
+    integers, so they are ruled out when that bound rounded up exceeds ``target``. With ``target``
+    the optimum no optimal cover is lost; with ``target = UB - 1`` only the covers better than an
+    incumbent are kept.
+    """
+    L, rc = _lagrangian_value(At, u)
+    tol = 1e-6
+    drop = np.ceil(L + np.maximum(rc, 0.0) - tol) > target + tol
+    force = np.ceil(L - np.minimum(rc, 0.0) - tol) > target + tol
+    drop &= rc > 0
+    force &= rc < 0
+    return drop, force
+
+
+# ---------------------------------------------------------------------------------------------
 # LSCP
 # ---------------------------------------------------------------------------------------------
 def _prepare(A, pop, existing, problem, reduce, capacity=None):
@@ -674,6 +788,77 @@ def _prepare(A, pop, existing, problem, reduce, capacity=None):
             n_existing_covered=int(ex.sum()), n_merged_rows=0, n_dominated_rows=0,
             n_dominated_cols=0, seconds=0.0)
     return M, w, ex, red
+
+
+_MILP_MAX_NNZ = 400_000  # above this (after fixing) HiGHS does not finish the root LP in time
+
+
+def _lscp_reduced(
+    R: sp.csr_array, deadline: float, mip_rel_gap: float, *, lagrange_iter: int = 1000,
+    milp_max_nnz: int = _MILP_MAX_NNZ,
+) -> tuple[NDArray[np.intp], float, str, str, str]:
+    """LSCP on a reduced instance: (reduced columns, lower bound, status, method, message).
+
+    Greedy, then subgradient optimisation of the Lagrangian (bound + Lagrangian greedy), then
+    reduced-cost fixing against ``UB - 1`` and HiGHS on what is left with ``sum x <= UB - 1``, so
+    it searches only for improvements; infeasible means the incumbent is optimal.
+    """
+    m, q = R.shape
+    best = _greedy_cover(R)
+    if m == 0:
+        return best, 0.0, "optimal", "heuristic", "nothing to cover"
+    lag_end = time.perf_counter() + 0.4 * max(deadline - time.perf_counter(), 0.0)
+    L, u, cov = _lagrangian_lscp(R, float(best.size), lag_end, lagrange_iter, heuristic_every=100)
+    msg = "greedy"
+    if cov is not None and cov.size < best.size:
+        best, msg = cov, "Lagrangian greedy"
+    lb = float(np.ceil(L - 1e-6))
+    if lb >= best.size:
+        return best, float(best.size), "optimal", "heuristic", msg + "; Lagrangian bound met"
+    At = sp.csr_array(R.T).astype(np.float64)
+    drop, force = _lagrangian_fixing(At, u, best.size - 1.0)
+    forced = np.flatnonzero(force)
+    keep_cols = np.flatnonzero(~drop & ~force)
+    rows_left = np.asarray(R[:, forced].sum(axis=1)).reshape(-1) == 0 if forced.size else np.ones(m, bool)
+    R2 = R[np.flatnonzero(rows_left)][:, keep_cols]
+    if R2.shape[0] and np.any(np.diff(R2.indptr) == 0):  # a row lost every column: no improvement
+        return best, float(best.size), "optimal", "heuristic", msg + "; reduced-cost fixing proves it"
+    red2 = reduce_instance(R2, problem="lscp")
+    pre = np.concatenate([forced, keep_cols[red2.fixed_idx]])
+    target = best.size - 1 - pre.size  # an improvement needs at most this many more columns
+    msg += f"; fixing {int(drop.sum())} out, {forced.size} in"
+    if target < 0 or (red2.A.shape[0] and target == 0):
+        return best, float(best.size), "optimal", "heuristic", msg + "; no improvement possible"
+    if red2.A.shape[0] == 0:  # the fixed columns alone cover: an improvement (pre.size < UB)
+        return pre.astype(np.intp), float(pre.size), "optimal", "heuristic", msg
+    if red2.A.nnz > milp_max_nnz:  # too large for HiGHS: more Lagrangian iterations instead
+        L2, _, cov2 = _lagrangian_lscp(R, float(best.size), deadline, 100_000, u0=u, heuristic_every=100)
+        if cov2 is not None and cov2.size < best.size:
+            best = cov2
+        lb = max(lb, float(np.ceil(L2 - 1e-6)))
+        status = "optimal" if lb >= best.size else "time_limit"
+        return best, min(lb, float(best.size)), status, "heuristic", msg + "; Lagrangian bound"
+    R3 = red2.A
+    q3 = R3.shape[1]
+    cons = [LinearConstraint(R3, lb=np.ones(R3.shape[0]), ub=np.inf),
+            LinearConstraint(np.ones((1, q3)), lb=-np.inf, ub=float(target))]
+    st, x, dual, msg_m = _run_milp(np.ones(q3), cons, Bounds(0, 1), np.ones(q3),
+                                   deadline - time.perf_counter(), mip_rel_gap)
+    method = "heuristic"
+    ub_old = float(best.size)
+    if x is not None:
+        sel = np.flatnonzero(x > 0.5)
+        if pre.size + sel.size < best.size and np.all(R3[:, sel].sum(axis=1) >= 1):
+            best = np.concatenate([pre, keep_cols[red2.candidate_idx[sel]]]).astype(np.intp)
+            method = "milp"
+    if st == 0 and x is not None:
+        return best, float(best.size), "optimal", method, msg + "; " + msg_m
+    if st == 2:  # no cover with fewer columns than the incumbent
+        return best, float(best.size), "optimal", method, msg + "; HiGHS: no better cover exists"
+    if dual is not None and np.isfinite(dual):
+        lb = max(lb, min(ub_old, float(pre.size + np.ceil(dual - 1e-6))))
+    lb = min(lb, float(best.size))
+    return best, lb, "optimal" if lb >= best.size else "time_limit", method, msg + "; " + msg_m
 
 
 def lscp(
@@ -727,23 +912,9 @@ def lscp(
     t0 = time.perf_counter()
     deadline = t0 + time_limit_s
     M, w, ex, red = _prepare(A, pop, existing, "lscp", reduce)
-    R = red.A
     fixed = red.fixed_idx
-    heur = _greedy_cover(R)
-    best = heur
-    status, method, bound, msg = "optimal", "heuristic", float(fixed.size + heur.size), "trivial"
-    if R.shape[0]:
-        c, cons, bnds, integ = _lscp_model(R, True)
-        st, x, dual, msg = _run_milp(c, cons, bnds, integ, deadline - time.perf_counter(), mip_rel_gap)
-        lb = float(np.ceil(dual - 1e-6)) if dual is not None else 0.0
-        if x is not None:
-            sel = np.flatnonzero(x > 0.5)
-            if sel.size <= heur.size:
-                best, method = sel, "milp"
-        if st == 0 and x is not None and best.size <= lb + 1e-9:
-            lb = float(best.size)
-        bound = float(fixed.size) + lb
-        status = "optimal" if best.size + fixed.size <= bound + 1e-9 else "time_limit"
+    best, lb, status, method, msg = _lscp_reduced(red.A, deadline, mip_rel_gap)
+    bound = float(fixed.size) + lb
     selected = np.concatenate([fixed, red.candidate_idx[best]]).astype(np.intp)
     return _assemble("lscp", status, method, float(selected.size), bound, t0, M, w, ex, selected,
                      red.uncoverable_idx, red.shape, msg)
@@ -773,9 +944,15 @@ def greedy_lscp(
     heur = _greedy_cover(red.A)
     bound = float(red.fixed_idx.size)
     if lp_bound and red.A.shape[0]:
+        # Lagrangian bound (sparse mat-vecs, always available), then the LP if it finishes.
+        t_lag = 0.3 * time_limit_s
+        L, _, _ = _lagrangian_lscp(red.A, float(heur.size), time.perf_counter() + t_lag, 1000)
+        lb = float(np.ceil(L - 1e-6))
         c, cons, bnds, integ = _lscp_model(red.A, False)
-        lp = _lp_bound(c, cons, bnds, time_limit_s)
-        bound += float(np.ceil(lp - 1e-6)) if lp is not None else 0.0
+        lp = _lp_bound(c, cons, bnds, max(t0 + time_limit_s - time.perf_counter(), 0.05))
+        if lp is not None:
+            lb = max(lb, float(np.ceil(lp - 1e-6)))
+        bound += min(lb, float(heur.size))
     elif not red.A.shape[0]:
         bound = float(red.fixed_idx.size)
     selected = np.concatenate([red.fixed_idx, red.candidate_idx[heur]]).astype(np.intp)
@@ -786,6 +963,40 @@ def greedy_lscp(
 # ---------------------------------------------------------------------------------------------
 # MCLP
 # ---------------------------------------------------------------------------------------------
+def _mclp_lp_full(A: sp.csr_array, w: NDArray[np.float64], p: int, time_limit_s: float):
+    """LP relaxation of MCLP (HiGHS interior point + crossover): (bound, x, reduced costs of x).
+
+    Reduced costs are in the maximisation sense: forcing candidate j into the solution lowers the
+    LP bound by at least ``rc[j]`` (>= 0 for candidates at 0); ``None`` values when unsolved.
+    """
+    m, q = A.shape
+    G = sp.vstack([sp.hstack([-A.astype(np.float64), sp.eye_array(m, format="csr")], format="csr"),
+                   sp.csr_array(np.concatenate([np.ones(q), np.zeros(m)])[None, :])], format="csr")
+    res = linprog(np.concatenate([np.zeros(q), -w]), A_ub=G, b_ub=np.concatenate([np.zeros(m), [p]]),
+                  bounds=(0, 1), method="highs-ipm", options={"time_limit": max(time_limit_s, 0.05)})
+    if res.status != 0 or res.x is None:
+        return None, None, None
+    rc = None
+    if getattr(res, "lower", None) is not None and res.lower.marginals is not None:
+        rc = np.asarray(res.lower.marginals[:q], dtype=np.float64)  # min form: d(obj)/d(lb) >= 0
+    return float(-res.fun), np.asarray(res.x[:q]), rc
+
+
+def _mclp_milp(R: sp.csr_array, w: NDArray[np.float64], p: int, cols: NDArray[np.intp],
+               cutoff: float, time_limit_s: float, mip_rel_gap: float):
+    """HiGHS MCLP on the columns ``cols`` of R with ``w.y >= cutoff``: (status, sel, value, dual)."""
+    sub = R[:, cols]
+    rows = np.flatnonzero(np.diff(sub.indptr) > 0)
+    sub, ws = sub[rows], w[rows]
+    c, cons, bnds, integ = _mclp_model(sub, ws, p, True)
+    q = cols.size
+    cons.append(LinearConstraint(np.concatenate([np.zeros(q), ws])[None, :], lb=cutoff, ub=np.inf))
+    st, x, dual, msg = _run_milp(c, cons, bnds, integ, time_limit_s, mip_rel_gap)
+    sel = cols[np.flatnonzero(x[:q] > 0.5)] if x is not None else None
+    val = _covered_weight(R, w, sel) if sel is not None else None
+    return st, sel, val, (None if dual is None else -dual), msg
+
+
 def _mclp_reduced(
     red: ReducedInstance, p: int, deadline: float, mip_rel_gap: float, exact: bool,
     lp_bound: bool = True,
@@ -805,8 +1016,9 @@ def _mclp_reduced(
     if hval >= total - tol:
         return heur, hval, hval, "optimal", "heuristic", "every coverable point covered"
     bound, msg = total, "greedy + swaps"
+    x_lp = rc_lp = None
     if lp_bound or exact:
-        lp, x_lp = _mclp_lp(R, wr, p, deadline - time.perf_counter())
+        lp, x_lp, rc_lp = _mclp_lp_full(R, wr, p, deadline - time.perf_counter())
         if lp is not None:
             bound = min(bound, lp)
             # Second start: LP rounding (the p largest x), then swaps.
@@ -819,28 +1031,47 @@ def _mclp_reduced(
         return heur, hval, hval, "optimal", "heuristic", msg
     if not exact:
         return heur, hval, max(bound, hval), "heuristic", "heuristic", msg
-    # HiGHS gets half the remaining time; it cannot take our start, so the better one is kept.
-    c, cons, bnds, integ = _mclp_model(R, wr, p, True)
-    st, x, dual, msg_m = _run_milp(c, cons, bnds, integ, 0.5 * (deadline - time.perf_counter()),
-                                   mip_rel_gap)
     best, val, method = heur, hval, "heuristic"
-    if x is not None:
-        sel = np.flatnonzero(x[:q] > 0.5)
-        v = _covered_weight(R, wr, sel)
-        if v > hval + tol:
-            best, val, method, msg = sel, v, "milp", msg_m
-    if not (st == 0 and x is not None) and time.perf_counter() < deadline:
-        # Not proven: iterated local search (random kicks + swaps) for the rest of the time.
-        alt, aval = _iterated_swaps(R, wr, best, val, deadline)
+    # HiGHS cannot take a start solution, so it is given the incumbent as a cutoff instead
+    # (w.y >= incumbent + a hair): it then searches only for improvements.
+    def thr(v: float) -> float:
+        return max(tol, 0.5 * mip_rel_gap * max(v, 1.0))
+
+    # 1. Iterated local search (random kicks + swaps) sharpens the incumbent, hence the cutoff.
+    if R.nnz >= _ILS_MIN_NNZ:  # small instances go straight to HiGHS
+        alt, aval = _iterated_swaps(R, wr, best, val,
+                                    time.perf_counter() + 0.35 * (deadline - time.perf_counter()))
+    else:
+        alt, aval = best, val
+    if aval > val + tol:
+        best, val, msg = alt, aval, msg + "; iterated swaps"
+    if _gap(val, bound) <= mip_rel_gap:
+        return best, val, val, "optimal", method, msg
+    # 2. LP reduced-cost fixing: a candidate whose forcing drops the LP bound below the
+    #    incumbent is in no improving solution; then HiGHS on the rest, with the cutoff.
+    cols = np.arange(q, dtype=np.intp)
+    if rc_lp is not None and lp is not None:
+        keep = lp - np.maximum(rc_lp, 0.0) >= val - 1e-7 * max(total, 1.0)
+        cols = np.union1d(np.flatnonzero(keep), best)
+    cut = val + thr(val)
+    st, sel, v, dual, msg_m = _mclp_milp(R, wr, p, cols, cut, deadline - time.perf_counter(),
+                                         mip_rel_gap)
+    if sel is not None and v > val + tol:
+        best, val, method, msg = sel, v, "milp", msg + f"; {cols.size} of {q} candidates after fixing"
+    if not (st == 0 or st == 2) and time.perf_counter() < deadline:
+        alt, aval = _iterated_swaps(R, wr, best, val, deadline, seed=1)
         if aval > val + tol:
             best, val, method, msg = alt, aval, "heuristic", msg + "; iterated swaps"
-    if dual is not None:
-        bound = min(bound, -dual)
+    if st == 0 and sel is not None:
+        return best, val, val, "optimal", method, msg + "; " + msg_m
+    if st == 2:  # nothing beats the incumbent by more than the hair: optimal within mip_rel_gap
+        return best, val, max(val, cut), "optimal", method, msg + "; HiGHS: no better solution"
+    if dual is not None and np.isfinite(dual):
+        bound = min(bound, max(dual, cut))
     bound = max(bound, val)
-    proven = st == 0 and x is not None and method == "milp"
-    if proven or _gap(val, bound) <= mip_rel_gap:
-        return best, val, val if proven else bound, "optimal", method, msg
-    return best, val, bound, "time_limit", method, msg
+    if _gap(val, bound) <= mip_rel_gap:
+        return best, val, bound, "optimal", method, msg
+    return best, val, bound, "time_limit", method, msg + "; " + msg_m
 
 
 def _iterated_swaps(A: sp.csr_array, w: NDArray[np.float64], S: NDArray[np.intp], val: float,

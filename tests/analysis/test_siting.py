@@ -292,3 +292,93 @@ def test_time_limit_reports_a_valid_gap():
     assert res.bound >= res.objective - 1e-6 and res.gap >= 0
     g = siting.greedy_mclp(A, pop, 8)
     assert g.objective <= res.bound + 1e-6 and res.objective >= g.objective - 1e-6
+
+
+# ---------------------------------------------------------------- Lagrangian bound and fixing
+def _reduced_lscp(seed):
+    A, pop, existing = random_instance(seed, n_max=16, q_max=10, density=0.3)
+    red = siting.reduce_instance(A, pop, existing, problem="lscp")
+    return sp.csr_array(red.A)
+
+
+def _all_optimal_covers(R):
+    D = R.toarray().astype(bool)
+    opt = bf_lscp(R, np.zeros(R.shape[0], bool))
+    return opt, [set(S) for S in subsets(D.shape[1], opt) if D[:, list(S)].any(axis=1).all()]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_lagrangian_bound_never_exceeds_brute_force(seed):
+    A, pop, existing = random_instance(seed, n_max=16, q_max=10, density=0.3)
+    D = A.toarray().astype(bool)
+    rows = ~existing & D.any(axis=1)
+    R = sp.csr_array(D[rows].astype(np.int32))  # unreduced: the bound must hold as is
+    if R.shape[0] == 0:
+        return
+    opt = bf_lscp(A, existing)
+    L, u, cover = siting._lagrangian_lscp(R, float(R.shape[1]), float("inf"), 300, heuristic_every=7)
+    assert np.all(u >= 0) and L <= opt + 1e-9
+    # Any u >= 0 gives a valid bound, not only the optimised one.
+    rng = np.random.default_rng(seed)
+    At = sp.csr_array(R.T).astype(float)
+    for _ in range(5):
+        assert siting._lagrangian_value(At, rng.random(R.shape[0]) * 2)[0] <= opt + 1e-9
+    if cover is not None:  # the Lagrangian greedy returns real covers, never better than optimal
+        assert D[rows][:, cover].any(axis=1).all() and cover.size >= opt
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_variable_fixing_never_removes_all_optimal_solutions(seed):
+    R = _reduced_lscp(seed)
+    if R.shape[0] == 0:
+        return
+    opt, optimal = _all_optimal_covers(R)
+    At = sp.csr_array(R.T).astype(float)
+    rng = np.random.default_rng(seed)
+    _, u_opt, _ = siting._lagrangian_lscp(R, float(R.shape[1]), float("inf"), 300)
+    for u in [u_opt] + [rng.random(R.shape[0]) for _ in range(5)]:
+        drop, force = siting._lagrangian_fixing(At, u, float(opt))
+        out, inn = set(np.flatnonzero(drop)), set(np.flatnonzero(force))
+        # Target = optimum: every optimal cover avoids the dropped columns and holds the forced.
+        assert optimal and all(not (S & out) and inn <= S for S in optimal)
+        # Target = optimum - 1 (an optimal incumbent): no cover survives, or the bound says so.
+        drop, force = siting._lagrangian_fixing(At, u, float(opt - 1))
+        keep = np.flatnonzero(~drop)
+        assert force.sum() > opt - 1 or not R.toarray()[:, keep].any(axis=1).all() or \
+            bf_lscp(sp.csr_array(R.toarray()[:, keep]), np.zeros(R.shape[0], bool)) >= opt
+
+
+def test_variable_fixing_hand_checked():
+    # Rows {0}, {0, 1}, {1, 2}; u = (1, 0, 1): L = 2, reduced costs (0, 0, 0) -> nothing fixed
+    # at target 2; at target 1 no cover exists, so every column is ruled out.
+    R = sp.csr_array(np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1]]))
+    At = sp.csr_array(R.T).astype(float)
+    L, rc = siting._lagrangian_value(At, np.array([1.0, 0.0, 1.0]))
+    assert L == 2.0 and rc.tolist() == [0.0, 0.0, 0.0]
+    # u = (1, 0, 0.5): L = 1.5, rc = (0, 0.5, 0.5); ceil(1.5 + 0.5) = 2 <= 2 keeps columns 1, 2.
+    drop, force = siting._lagrangian_fixing(At, np.array([1.0, 0.0, 0.5]), 2.0)
+    assert not drop.any() and not force.any()
+    # u = (2, 0, 0): L = 2 + (1 - 2) = 1, rc = (-1, 1, 1): column 0 is forced at target 1
+    # (without it the bound is 2), columns 1 and 2 are dropped (with one the bound is 2).
+    drop, force = siting._lagrangian_fixing(At, np.array([2.0, 0.0, 0.0]), 1.0)
+    assert force.tolist() == [True, False, False] and drop.tolist() == [False, True, True]
+
+
+def test_lscp_beats_plain_greedy_and_reports_an_honest_bound_at_scale():
+    # Large radius, many candidates: greedy is not optimal, and the bound must be valid.
+    rng = np.random.default_rng(5)
+    demand_xy = rng.uniform(0, 5_000, size=(3_000, 2))
+    sites_xy = rng.uniform(0, 5_000, size=(200, 2))
+    A = kdtree_matrix(demand_xy, sites_xy, 800.0)
+    res = siting.lscp(A, time_limit_s=3.0)
+    g = siting.greedy_lscp(A, lp_bound=False)
+    assert res.objective <= g.objective and res.seconds < 10.0
+    assert res.bound <= res.objective and res.gap >= 0
+    need = A.toarray().sum(axis=1) > 0
+    assert covered(A, res.selected_idx, np.zeros(A.shape[0], bool))[need].all()
+    # Bound from the Lagrangian alone (no MILP, no LP) is still valid and close to the optimum.
+    red = siting.reduce_instance(A)
+    L, _, _ = siting._lagrangian_lscp(red.A, float(res.objective), float("inf"), 500)
+    assert red.fixed_idx.size + L <= res.objective + 1e-9
+    if res.status == "optimal":
+        assert red.fixed_idx.size + L >= 0.85 * res.objective
