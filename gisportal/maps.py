@@ -15,6 +15,9 @@ from .mapping import SafeGeoJsonPopup, make_map, render_map_html
 OVERVIEW_LAYERS = ["districts", "streets", "communities", "grids", "shelters", "roads",
                    "facilities", "fire_stations", "candidates"]
 SHOWN_BY_DEFAULT = {"districts", "shelters", "fire_stations", "facilities"}
+# The overview embeds its data in the page: past this many features a layer is cut (and says so); the
+# layer API (/api/v1/layers/<kind>/?bbox=...) serves the rest by area and page.
+OVERVIEW_MAX_FEATURES = 5000
 # Public information anyone may see on the overview map; other layers (grids with their workers,
 # candidate sites) follow the user's permissions (a field worker sees only their own grids).
 PUBLIC_KINDS = frozenset({"districts", "streets", "communities", "shelters", "fire_stations", "facilities",
@@ -57,11 +60,16 @@ def overview_map_html(user=None) -> str:
     bounds = selectors.layer_bounds_lonlat("districts")
     for kind in OVERVIEW_LAYERS:
         layer = LAYERS[kind]
-        data = selectors.layer_geojson(kind, simplify=True, queryset=visible_queryset(user, kind))
-        if not data["features"]:
+        qs = visible_queryset(user, kind)
+        total = qs.count()
+        if not total:
             continue
+        data = selectors.layer_geojson(kind, simplify=True, queryset=qs.order_by("pk"),
+                                       limit=OVERVIEW_MAX_FEATURES)
         fields = [f for f in layer.fields if f != "id"]
-        group = folium.FeatureGroup(name=f"{layer.label} ({len(data['features'])})",
+        shown = len(data["features"])
+        count = f"{shown}" if shown == total else f"{shown} / {total}"
+        group = folium.FeatureGroup(name=f"{layer.label} ({count})",
                                     show=kind in SHOWN_BY_DEFAULT)
         point_layer = data["features"][0]["geometry"]["type"] == "Point"
         folium.GeoJson(
