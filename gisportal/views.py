@@ -28,7 +28,10 @@ def _parse_bbox(raw: str | None):
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    counts = {kind: maps.visible_queryset(request.user, kind).count() for kind in LAYERS}
+    from .permissions import can_view_layer
+
+    counts = {kind: maps.visible_queryset(request.user, kind).count()
+              if kind in maps.PUBLIC_KINDS or can_view_layer(request.user, kind) else None for kind in LAYERS}
     layers = [{"kind": kind, "label": layer.label, "count": counts[kind], "color": layer.color}
               for kind, layer in LAYERS.items()]
     sample = any(m.objects.filter(is_sample=True).exists() for m in (l.model for l in LAYERS.values()))
