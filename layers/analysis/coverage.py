@@ -13,6 +13,7 @@ evacuees of its area), and the siting module builds its set-covering models on i
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,10 +21,13 @@ import scipy.sparse
 import shapely
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import linprog
+from scipy.sparse.csgraph import maximum_flow
 from scipy.spatial import cKDTree
 
 __all__ = [
+    "AddedDemandResult",
     "CapacityResult",
+    "added_demand_capacity",
     "CoverageResult",
     "capacitated_coverage",
     "coverage_matrix",
@@ -623,3 +627,186 @@ def capacitated_coverage(pop: ArrayLike, cover: scipy.sparse.sparray, capacity: 
         population_total=total, population_served=pop_served,
         population_short=max(reachable - pop_served, 0.0),
         population_unreachable=unreachable, status=status, n_groups=int(len(g_idx)))
+
+
+# --------------------------------------------------------------------------------------------
+# room for one more demand point: integer max-flow (exact), the LP as fallback
+# --------------------------------------------------------------------------------------------
+#: scipy's ``maximum_flow`` computes in int32; larger totals go to the LP instead.
+_INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+@dataclass(frozen=True, eq=False)
+class AddedDemandResult:
+    """What a new demand point adds to the maximum served population (:func:`added_demand_capacity`).
+
+    Attributes
+    ----------
+    added_persons : float
+        Increase of the maximum served population when the new point is added (``inf`` when an
+        unlimited site is in its reach and its population is unbounded).
+    population_served : float
+        Maximum population served without the new point (as ``capacitated_coverage``).
+    load : (n_sites,) float
+        People assigned to each site in one optimal assignment without the new point.
+    method : str
+        ``"max_flow"`` (integer data: exact) or ``"lp"`` (HiGHS, :func:`capacitated_coverage`).
+    n_groups : int
+        Distinct non-empty reach sets with population (the size of the flow network / LP).
+    """
+
+    added_persons: float
+    population_served: float
+    load: NDArray[np.float64]
+    method: str
+    n_groups: int
+
+
+def _is_whole(a: NDArray[np.float64]) -> bool:
+    return bool(np.isfinite(a).all() and (a == np.floor(a)).all())
+
+
+def added_demand_capacity(pop: ArrayLike, cover: scipy.sparse.sparray, capacity: ArrayLike,
+                          new_reach_idx: ArrayLike, *, new_pop: float | None = None) -> AddedDemandResult:
+    """Increase of the maximum served population when one demand point is added.
+
+    ``added = served(with the new point) - served(without)``, both maximum flows of the
+    transportation problem of :func:`capacitated_coverage` (a new point reaching the sites
+    ``new_reach_idx``, of population ``new_pop``; ``None`` = unbounded, i.e. the total capacity of
+    those sites). Augmenting paths never drop anybody already served, so ``added`` is the room
+    the sites in reach have for the new point after re-assigning existing demand within its own
+    reach (SHELTER-CAPACITY of a housing project).
+
+    When population, capacities and ``new_pop`` are whole numbers (persons) and their totals fit
+    in int32, both maxima are computed exactly as integer maximum flows
+    (``scipy.sparse.csgraph.maximum_flow``, Dinic) on the network source -> reach-set group
+    (demand points with identical reach sets merged, as in :func:`capacitated_coverage`) -> site
+    -> sink; this is some 100x faster than two LPs on a city district. Otherwise the two LPs of
+    :func:`capacitated_coverage` are solved (``method="lp"``) and the difference is snapped to a
+    whole number when HiGHS leaves it within 1e-6 of one.
+
+    Parameters
+    ----------
+    pop : (n_demand,) array of float
+        Population of each existing demand point (>= 0).
+    cover : sparse array, shape (n_demand, n_sites)
+        Reach of the existing demand points (:func:`coverage_matrix_geoms`).
+    capacity : float or (n_sites,) array of float
+        Persons each site can take (>= 0, ``np.inf`` for no limit).
+    new_reach_idx : array of int
+        The sites the new point reaches.
+    new_pop : float, optional, keyword-only
+        Population of the new point; default unbounded.
+
+    Returns
+    -------
+    AddedDemandResult
+
+    Examples
+    --------
+    Sites of 100 and 50 persons; point 0 (60 people) reaches both, point 1 (40) only site 0.
+    A new point that reaches only site 0 finds room for 50: point 0 moves 50 people to site 1.
+
+    >>> cover = scipy.sparse.csr_array(np.array([[1, 1], [1, 0]], dtype=np.uint8))
+    >>> r = added_demand_capacity([60., 40.], cover, [100., 50.], [0])
+    >>> r.added_persons, r.population_served, r.method
+    (50.0, 100.0, 'max_flow')
+    >>> added_demand_capacity([60., 40.], cover, [100., 50.], [0], new_pop=20.).added_persons
+    20.0
+    >>> added_demand_capacity([60.5, 40.], cover, [100., 50.], [0]).method
+    'lp'
+    """
+    p = np.asarray(pop, dtype=np.float64)
+    c = scipy.sparse.csr_array(cover).astype(bool)
+    n_demand, n_sites = c.shape
+    if p.shape != (n_demand,):
+        raise ValueError(f"pop must have shape ({n_demand},), got {p.shape}")
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise ValueError("pop must be finite and >= 0")
+    cap = np.asarray(capacity, dtype=np.float64)
+    cap = np.full(n_sites, float(cap)) if cap.ndim == 0 else cap.copy()
+    if cap.shape != (n_sites,):
+        raise ValueError(f"capacity must be a scalar or have shape ({n_sites},), got {cap.shape}")
+    if np.isnan(cap).any() or (cap < 0).any():
+        raise ValueError("capacity must be >= 0 (np.inf for no limit)")
+    reach = np.unique(np.asarray(new_reach_idx, dtype=np.int64).reshape(-1))
+    if reach.size and (reach[0] < 0 or reach[-1] >= n_sites):
+        raise ValueError(f"new_reach_idx must lie in [0, {n_sites})")
+    room = float(cap[reach].sum())
+    if new_pop is None:
+        new_pop = room
+    new_pop = float(new_pop)
+    if math.isnan(new_pop) or new_pop < 0:
+        raise ValueError("new_pop must be >= 0")
+    c.eliminate_zeros()
+    c.sort_indices()
+
+    # merged reach-set groups with population (as in capacitated_coverage)
+    label = _merge_identical_rows(c) if n_demand else np.zeros(0, dtype=np.int64)
+    n_all = int(label.max()) + 1 if n_demand else 0
+    group_pop = np.bincount(label, weights=p, minlength=n_all)
+    first = np.full(n_all, -1, dtype=np.int64)
+    first[label[::-1]] = np.arange(n_demand)[::-1]
+    g_rows = c[first] if n_demand else c
+    g_idx = np.flatnonzero((np.diff(g_rows.indptr) > 0) & (group_pop > 0))
+    g = g_rows[g_idx]
+    gp = group_pop[g_idx]
+    n_g = len(g_idx)
+
+    total = float(gp.sum())
+    whole = _is_whole(gp) and _is_whole(cap[np.isfinite(cap)]) and (
+        math.isinf(new_pop) or new_pop == math.floor(new_pop))
+    fits = whole and total <= _INT32_MAX
+    if math.isinf(new_pop):
+        # unbounded new demand and an unlimited site in reach: unlimited room
+        if fits:
+            served0, load = _max_flow_served(g, gp, cap, None, 0)
+            return AddedDemandResult(math.inf, float(served0), load, "max_flow", n_g)
+        base = capacitated_coverage(p, c, cap)
+        return AddedDemandResult(math.inf, base.population_served, np.asarray(base.load), "lp", n_g)
+    if fits and total + new_pop <= _INT32_MAX:
+        served0, load = _max_flow_served(g, gp, cap, None, 0)
+        served1, _ = _max_flow_served(g, gp, cap, reach, int(new_pop))
+        return AddedDemandResult(float(served1 - served0), float(served0), load, "max_flow", n_g)
+
+    base = capacitated_coverage(p, c, cap)
+    row = np.zeros((1, n_sites), dtype=np.uint8)
+    row[0, reach] = 1
+    c2 = scipy.sparse.vstack([c.astype(np.uint8), scipy.sparse.csr_array(row)]).tocsr()
+    with_p = capacitated_coverage(np.append(p, new_pop), c2, cap)
+    added = max(with_p.population_served - base.population_served, 0.0)
+    added = float(round(added)) if abs(added - round(added)) < 1e-6 else added
+    return AddedDemandResult(added, base.population_served, np.asarray(base.load), "lp", n_g)
+
+
+def _max_flow_served(g: scipy.sparse.csr_array, gp: NDArray[np.float64], cap: NDArray[np.float64],
+                     reach: NDArray[np.int64] | None, new_pop: int) -> tuple[int, NDArray[np.float64]]:
+    """Integer max flow source -> groups (gp) -> sites (cap) -> sink, plus an optional new point.
+
+    Nodes: 0 source, 1..G groups, G+1..G+S sites, G+S+1 the new point, G+S+2 sink. No edge
+    capacity exceeds the total supply, so unlimited sites are capped at it without effect.
+    """
+    n_g, n_s = g.shape
+    supply = int(gp.sum()) + int(new_pop)
+    src, newp, sink = 0, n_g + n_s + 1, n_g + n_s + 2
+    grp = 1 + np.arange(n_g)
+    site = 1 + n_g + np.arange(n_s)
+    lens = np.diff(g.indptr)
+    gpi = gp.astype(np.int64)
+    rows = [np.zeros(n_g, np.int64), np.repeat(grp, lens), site]
+    cols = [grp, site[g.indices], np.full(n_s, sink)]
+    data = [gpi, np.repeat(gpi, lens), np.minimum(cap, supply).astype(np.int64)]
+    if reach is not None and reach.size and new_pop > 0:
+        rows += [np.array([src]), np.full(reach.size, newp)]
+        cols += [np.array([newp]), site[reach]]
+        data += [np.array([new_pop]), np.full(reach.size, new_pop)]
+    n = n_g + n_s + 3
+    graph = scipy.sparse.csr_array(
+        (np.concatenate(data).astype(np.int32), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    graph.eliminate_zeros()
+    res = maximum_flow(graph, src, sink)
+    fl = res.flow.tocoo()
+    into_sink = (fl.col == sink) & (fl.data > 0)
+    load = np.zeros(n_s)
+    load[fl.row[into_sink] - (1 + n_g)] = fl.data[into_sink]
+    return int(res.flow_value), load

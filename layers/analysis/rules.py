@@ -13,13 +13,15 @@ database, builds a :class:`ReviewContext` of arrays in ``GIS_SRID`` metres and c
   with a proven error bound; the reach rules (SHELTER-REACH, FIRE-REACH, LIFE-CIRCLE) and FAC-IN-SITE
   for facility footprints rest on it.
 * :func:`shelter_spare_capacity` -- the exact spare capacity of the shelters within reach of a
-  site, from the capacity-aware coverage LP (:func:`layers.analysis.coverage.capacitated_coverage`).
+  site, from the capacity-aware coverage engine (:func:`layers.analysis.coverage.added_demand_capacity`:
+  integer max-flow for whole persons, :func:`~layers.analysis.coverage.capacitated_coverage`'s LP otherwise).
 
 Distances are straight-line in the storage CRS (``distance_method="euclidean"``); network distance
 is a rule-set setting reserved for when roads are loaded (not implemented here yet).
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -31,7 +33,7 @@ import shapely
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import Voronoi, cKDTree
 
-from .coverage import capacitated_coverage, coverage_matrix_geoms
+from .coverage import added_demand_capacity
 
 __all__ = [
     "RULE_CODES",
@@ -48,6 +50,7 @@ __all__ = [
     "farthest_distance",
     "area_shares",
     "shelter_spare_capacity",
+    "dwithin_pairs",
     "check_inside_city",
     "check_district",
     "check_fac_declared",
@@ -580,13 +583,16 @@ def _farthest_on_samples(rest_poly, samples: NDArray, h: float, tunion) -> Farth
     # shapely.contains on points, not contains_xy: contains_xy crashes once SpatiaLite has loaded the
     # system GEOS into the process (RTLD_GLOBAL), i.e. inside Django on SpatiaLite.
     shapely.prepare(rest_poly)
-    inside = shapely.contains(rest_poly, shapely.points(vv)) if len(vv) else np.zeros(0, bool)
+    # (only the vertices in its bounding box can be inside: fewer point objects, same mask)
+    bx0, by0, bx1, by1 = rest_poly.bounds
+    inside = (vv[:, 0] >= bx0) & (vv[:, 0] <= bx1) & (vv[:, 1] >= by0) & (vv[:, 1] <= by1)
+    if inside.any():
+        inside[inside] = shapely.contains(rest_poly, shapely.points(vv[inside]))
     rv = np.asarray(vor.ridge_vertices)
     rv = rv[(rv >= 0).all(axis=1)]
     ridges = np.hstack([vv[rv[:, 0]], vv[rv[:, 1]]])
     rlo = np.minimum(ridges[:, :2], ridges[:, 2:])
     rhi = np.maximum(ridges[:, :2], ridges[:, 2:])
-    bx0, by0, bx1, by1 = rest_poly.bounds
     keep = (rhi[:, 0] >= bx0) & (rlo[:, 0] <= bx1) & (rhi[:, 1] >= by0) & (rlo[:, 1] <= by1)
     c = np.vstack([verts, vv[inside], _segment_crossings(segs, ridges[keep])])
     g, _ = cKDTree(samples).query(c)
@@ -643,11 +649,13 @@ def shelter_spare_capacity(site, shelter_geoms: ArrayLike, shelter_radius_m: Arr
     """Spare capacity of the shelters that reach ``site``, net of the demand they already serve.
 
     Existing demand (points with population) is assigned to shelters within each shelter's service
-    distance by the exact transportation LP (:func:`layers.analysis.coverage.capacitated_coverage`).
+    distance by the exact transportation problem (:func:`layers.analysis.coverage.capacitated_coverage`).
     The project is then added as one more demand point that reaches the shelters within their
     service distance of the site, with unbounded population; the increase of the maximum served
     population is the spare capacity available to the project. Augmenting paths of the max-flow
     never reduce the flow of other demand, so nobody already served is displaced out of reach.
+    Both maxima come from :func:`layers.analysis.coverage.added_demand_capacity`: exact integer
+    maximum flows for whole persons (the database's case), the LP otherwise.
 
     Examples
     --------
@@ -672,17 +680,13 @@ def shelter_spare_capacity(site, shelter_geoms: ArrayLike, shelter_radius_m: Arr
     reach = np.flatnonzero(shapely.distance(geoms, site) <= rad)
     if reach.size == 0:
         return SpareCapacity(0.0, reach, np.zeros(geoms.size), cap, 0.0)
-    cover = coverage_matrix_geoms(dxy, geoms, rad)
-    base = capacitated_coverage(pop, cover, cap)
-    row = np.zeros((1, geoms.size), dtype=np.uint8)
-    row[0, reach] = 1
-    cover2 = scipy.sparse.vstack([scipy.sparse.csr_array(cover), scipy.sparse.csr_array(row)]).tocsr()
-    big = float(cap[reach].sum())
-    with_p = capacitated_coverage(np.append(pop, big), cover2, cap)
-    spare = max(with_p.population_served - base.population_served, 0.0)
-    # HiGHS round-off: snap to whole persons within 1e-6
-    spare = float(round(spare)) if abs(spare - round(spare)) < 1e-6 else spare
-    return SpareCapacity(spare, reach, np.asarray(base.load), cap, base.population_served)
+    # = coverage_matrix_geoms(dxy, geoms, rad), 3-5x faster (dwithin_pairs)
+    d_idx, s_idx = dwithin_pairs(dxy, geoms, rad)
+    cover = scipy.sparse.csr_array((np.ones(d_idx.size, dtype=np.uint8), (d_idx, s_idx)),
+                                   shape=(len(dxy), geoms.size))
+    res = added_demand_capacity(pop, cover, cap, reach)
+    spare = max(res.added_persons, 0.0)
+    return SpareCapacity(spare, reach, res.load, cap, res.population_served)
 
 
 # --------------------------------------------------------------------------------------------
@@ -822,6 +826,110 @@ def check_fac_area(project: Project, rs: RuleSet) -> Check:
                   f" {_fmt(required, 2)} m² required", unit="m2")
 
 
+def _inner_discs(geoms: NDArray[np.object_]) -> tuple[NDArray[np.float64], NDArray[np.float64],
+                                                     NDArray[np.float64]]:
+    """Per geometry a point ``p`` on it, a radius ``rho`` of a disc about p inside it (0 for points
+    and lines) and a radius ``big`` of a disc about p holding it: ``|x - p| - big <= d(x, g) <=
+    max(0, |x - p| - rho)`` for every point x."""
+    if (shapely.get_type_id(geoms) == 0).all():  # points: the point itself, both radii 0
+        pxy = shapely.get_coordinates(geoms)
+        return pxy, np.zeros(len(geoms)), np.zeros(len(geoms))
+    pts = shapely.point_on_surface(geoms)
+    pxy = shapely.get_coordinates(pts)
+    rho = np.zeros(len(geoms))
+    areal = shapely.area(geoms) > 0
+    if areal.any():
+        rho[areal] = shapely.distance(pts[areal], shapely.boundary(geoms[areal]))
+    xy, owner = shapely.get_coordinates(geoms, return_index=True)
+    big = np.zeros(len(geoms))
+    np.maximum.at(big, owner, np.hypot(*(xy - pxy[owner]).T))
+    return pxy, rho, big
+
+
+def dwithin_pairs(a_geoms: ArrayLike, b_geoms: ArrayLike,
+                  distance_m: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Pairs (i, j) with ``distance(a_i, b_j) <= distance_m[j]``: GEOS's ``dwithin``, fast.
+
+    The same pairs as ``shapely.STRtree(a).query(b, predicate="dwithin", distance=distance_m)``
+    (swapped), computed with bounding discs: every geometry g has a point p on it, a disc of
+    radius rho about p inside it and one of radius R about p holding it, so
+    ``|p_a - p_b| - R_a - R_b <= d(a, b) <= max(0, |p_a - p_b| - rho_a - rho_b)``. A k-d tree on
+    the p_a finds the candidates; pairs that the bounds decide with a margin of 1e-6 m are
+    settled by arithmetic, and only the thin ring between the bounds goes to GEOS. For 100 m
+    grids or shelter squares against 500-2,500 m service distances that ring holds a few per
+    cent of the pairs.
+
+    Parameters
+    ----------
+    a_geoms : (n,) array of shapely geometries, or (n, 2) array of float
+        Geometries, or points given by their coordinates (no point objects are made but for
+        the few pairs GEOS decides).
+    b_geoms : (m,) array of shapely geometries
+    distance_m : float or (m,) array of float
+        Distance per b geometry (>= 0).
+
+    Returns
+    -------
+    a_idx, b_idx : (k,) arrays of int64
+        Sorted by ``b_idx``, then ``a_idx``.
+
+    Examples
+    --------
+    Two points and a 10 m square; the second point is exactly 5 m from it.
+
+    >>> a = [shapely.Point(20, 5), shapely.Point(15, 5)]
+    >>> [x.tolist() for x in dwithin_pairs(a, [shapely.box(0, 0, 10, 10)], 5.0)]
+    [[1], [0]]
+    """
+    a = np.asarray(a_geoms)
+    a_xy = a.dtype != object and a.ndim == 2 and a.shape[1] == 2  # points as coordinates
+    a = a.astype(np.float64) if a_xy else np.asarray(a_geoms, dtype=object).reshape(-1)
+    b = np.asarray(b_geoms, dtype=object).reshape(-1)
+    r = np.broadcast_to(np.asarray(distance_m, dtype=np.float64), b.shape)
+    if len(a) == 0 or b.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pa, rho_a, big_a = (a, np.zeros(len(a)), np.zeros(len(a))) if a_xy else _inner_discs(a)
+    pb, rho_b, big_b = _inner_discs(b)
+    eps = 1e-6
+    lists = cKDTree(pa).query_ball_point(pb, r + big_b + big_a.max() + eps)
+    lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=b.size)
+    if not lens.sum():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    bi = np.repeat(np.arange(b.size), lens)
+    ai = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(lens.sum()))
+    d = np.hypot(pa[ai, 0] - pb[bi, 0], pa[ai, 1] - pb[bi, 1])
+    rr = r[bi]
+    sure = d <= rr + rho_a[ai] + rho_b[bi] - eps
+    maybe = ~sure & (d <= rr + big_a[ai] + big_b[bi] + eps)
+    m = np.flatnonzero(maybe)
+    ok = sure
+    if m.size:
+        ok = sure.copy()
+        ag = shapely.points(a[ai[m]]) if a_xy else a[ai[m]]
+        ok[m] = shapely.dwithin(ag, b[bi[m]], rr[m])
+    ai, bi = ai[ok], bi[ok]
+    order = np.lexsort((ai, bi))
+    return ai[order], bi[order]
+
+
+def _may_be_nearest(site, targets: NDArray[np.object_]) -> NDArray[np.bool_]:
+    """Mask of the targets that can be the nearest one to some point of ``site``.
+
+    Every target k gives an upper bound of the farthest distance f* = max over the site of the
+    distance to the nearest target: f* <= max over the site's hull vertices v of |v - p_k| - rho_k
+    (:func:`_inner_discs`; the distance to a point is convex, so its maximum over the site is at a
+    hull vertex). A target farther than the smallest such bound U from the site is never nearest
+    to a point of it, so dropping it leaves the distance function on the site unchanged.
+    """
+    if targets.size <= 1:
+        return np.ones(targets.size, dtype=bool)
+    pxy, rho, _ = _inner_discs(targets)
+    hull = shapely.get_coordinates(shapely.convex_hull(site))
+    far = np.hypot(hull[None, :, 0] - pxy[:, None, 0], hull[None, :, 1] - pxy[:, None, 1]).max(axis=1)
+    u = float(np.maximum(far - rho, 0.0).min())
+    return shapely.distance(targets, site) <= u + 1e-6 * max(1.0, u)
+
+
 def _reach_check(code: str, site, targets, radius_m: float, rs: RuleSet, what_zh: str, what_en: str) -> Check:
     t = np.asarray(targets, dtype=object).reshape(-1)
     if t.size:
@@ -832,7 +940,8 @@ def _reach_check(code: str, site, targets, radius_m: float, rs: RuleSet, what_zh
     if t.size == 0:
         return _check(rs, code, FAIL, None, radius_m, f"{radius_m:.0f} 米范围内没有{what_zh}",
                       f"no {what_en} within {radius_m:.0f} m", evidence=site)
-    fr = farthest_distance(site, t, tol_m=rs.distance_tolerance_m)
+    near = t[_may_be_nearest(site, t)]
+    fr = farthest_distance(site, near, tol_m=rs.distance_tolerance_m)
     # decide on the bracket [distance_m, upper_m]; refine when the threshold falls inside it
     # (twice at most, to tol / 100; then the lower value decides: the true maximum is within tol / 100)
     tol = rs.distance_tolerance_m
@@ -840,7 +949,7 @@ def _reach_check(code: str, site, targets, radius_m: float, rs: RuleSet, what_zh
         if not fr.distance_m <= radius_m < fr.upper_m:
             break
         tol /= 10.0
-        fr = farthest_distance(site, t, tol_m=tol)
+        fr = farthest_distance(site, near, tol_m=tol)
     ok = fr.distance_m <= radius_m
     evidence = None
     if not ok:

@@ -399,3 +399,178 @@ def test_bad_json_refused():
     with pytest.raises(SubmissionError) as e:
         parse_submission(b"{not json")
     assert e.value.code == "json"
+
+
+# ------------------------------------------------------------------ speed-ups: same answers (issue 4, p95 < 200 ms)
+from layers.analysis.coverage import added_demand_capacity, capacitated_coverage  # noqa: E402
+
+
+def nx_added(pop, dense, cap, reach, new_pop):
+    """networkx max flow with and without the new point (independent of both our methods)."""
+    import networkx as nx
+    g = nx.DiGraph()
+    g.add_node("s")
+    g.add_node("t")
+    for i, p in enumerate(pop):
+        g.add_edge("s", f"d{i}", capacity=float(p))
+        for j in np.flatnonzero(dense[i]):
+            g.add_edge(f"d{i}", f"h{j}", capacity=math.inf)
+    for j, c in enumerate(cap):
+        if math.isfinite(c):
+            g.add_edge(f"h{j}", "t", capacity=float(c))
+        else:
+            g.add_edge(f"h{j}", "t")  # no capacity attribute: unlimited
+    base = nx.maximum_flow_value(g, "s", "t")
+    g.add_edge("s", "p", capacity=float(new_pop))
+    for j in reach:
+        g.add_edge("p", f"h{j}", capacity=math.inf)
+    return nx.maximum_flow_value(g, "s", "t") - base, base
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 30), st.integers(1, 8), st.integers(0, 2**31 - 1), st.floats(0.1, 0.7))
+def test_added_demand_max_flow_matches_networkx_and_lp(n_demand, n_sites, seed, density):
+    import scipy.sparse
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((n_demand, n_sites)) < density).astype(np.uint8)
+    if n_demand > 3:  # identical reach sets are merged
+        dense[: n_demand // 3] = dense[n_demand // 3: 2 * (n_demand // 3)]
+    pop = rng.integers(0, 100, n_demand).astype(float)
+    cap = rng.integers(0, 150, n_sites).astype(float)
+    reach = np.flatnonzero(rng.random(n_sites) < 0.5)
+    cover = scipy.sparse.csr_array(dense)
+    res = added_demand_capacity(pop, cover, cap, reach)
+    assert res.method == "max_flow"
+    want, base = nx_added(pop, dense, cap, reach, cap[reach].sum())
+    assert res.added_persons == want and res.population_served == base
+    # the LP of capacitated_coverage, as shelter_spare_capacity computed it before
+    lp = capacitated_coverage(pop, cover, cap)
+    row = np.zeros((1, n_sites), dtype=np.uint8)
+    row[0, reach] = 1
+    lp2 = capacitated_coverage(np.append(pop, cap[reach].sum()), scipy.sparse.vstack([cover, row]).tocsr(), cap)
+    assert res.added_persons == pytest.approx(lp2.population_served - lp.population_served, abs=1e-6)
+    # the load is one optimal assignment: within capacity, summing to the maximum
+    assert (res.load <= cap).all() and res.load.sum() == base
+    # a bounded new point takes min(its population, the room)
+    half = float(want // 2)
+    assert added_demand_capacity(pop, cover, cap, reach, new_pop=half).added_persons == half
+
+
+def test_added_demand_lp_fallback_and_limits():
+    import scipy.sparse
+    cover = scipy.sparse.csr_array(np.array([[1, 1], [1, 0]], dtype=np.uint8))
+    # fractional population: the LP, same answer as networkx
+    r = added_demand_capacity([60.5, 40.0], cover, [100.0, 50.0], [0])
+    assert r.method == "lp"
+    assert r.added_persons == pytest.approx(nx_added([60.5, 40.0], cover.toarray(), [100.0, 50.0], [0], 150.0)[0])
+    # totals beyond int32 (scipy's maximum_flow would overflow): the LP
+    big = added_demand_capacity([3e9, 1e9], cover, [3.5e9, 1e9], [0])
+    assert big.method == "lp" and big.added_persons == pytest.approx(0.5e9)
+    # an unlimited site in reach of an unbounded new point
+    inf = added_demand_capacity([60.0, 40.0], cover, [np.inf, 50.0], [0])
+    assert math.isinf(inf.added_persons) and inf.population_served == 100.0
+    # an unlimited site out of reach does not matter
+    r = added_demand_capacity([60.0, 40.0], cover, [100.0, np.inf], [0])
+    assert (r.method, r.added_persons) == ("max_flow", 60.0)  # point 0 moves wholly to site 1
+    # no demand at all; nothing in reach
+    empty = scipy.sparse.csr_array((0, 2), dtype=np.uint8)
+    assert added_demand_capacity(np.zeros(0), empty, [5.0, 7.0], [1]).added_persons == 7.0
+    assert added_demand_capacity([60.0, 40.0], cover, [100.0, 50.0], []).added_persons == 0.0
+    with pytest.raises(ValueError):
+        added_demand_capacity([60.0, 40.0], cover, [100.0, 50.0], [2])
+
+
+def random_shapes(rng, n, extent=1000.0):
+    """Squares, rotated rectangles, L-shapes with holes, points and lines on integer coordinates
+    (so that exact distance ties occur)."""
+    import shapely.affinity
+    out = []
+    for _ in range(n):
+        x, y = rng.integers(0, int(extent), 2).astype(float)
+        k = rng.integers(0, 5)
+        if k == 0:
+            s = float(rng.integers(5, 120))
+            out.append(shapely.box(x, y, x + s, y + s))
+        elif k == 1:
+            out.append(shapely.affinity.rotate(shapely.box(x, y, x + 80, y + 20), float(rng.integers(0, 90))))
+        elif k == 2:
+            outer = shapely.Polygon([(x, y), (x + 100, y), (x + 100, y + 30), (x + 30, y + 30), (x + 30, y + 100),
+                                     (x, y + 100)], [[(x + 5, y + 5), (x + 20, y + 5), (x + 20, y + 20), (x + 5, y + 20)]])
+            out.append(shapely.MultiPolygon([outer, shapely.box(x + 150, y, x + 160, y + 10)]))
+        elif k == 3:
+            out.append(shapely.Point(x, y))
+        else:
+            out.append(shapely.LineString([(x, y), (x + 50, y + float(rng.integers(-50, 50)))]))
+    return np.array(out, dtype=object)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dwithin_pairs_equals_geos(seed):
+    rng = np.random.default_rng(seed)
+    a, b = random_shapes(rng, 150), random_shapes(rng, 25)
+    r = rng.choice([0.0, 10.0, 50.0, 100.0, 250.0], b.size)
+    ai, bi = R.dwithin_pairs(a, b, r)
+    b_ref, a_ref = shapely.STRtree(a).query(b, predicate="dwithin", distance=r)
+    want = sorted(zip(b_ref.tolist(), a_ref.tolist()))
+    assert list(zip(bi.tolist(), ai.tolist())) == want
+    brute = [(j, i) for j in range(b.size) for i in range(a.size) if shapely.distance(a[i], b[j]) <= r[j]]
+    assert want == brute
+
+
+def test_dwithin_pairs_exact_ties_and_empty():
+    sq = shapely.box(0, 0, 10, 10)
+    pts = shapely.points([[15.0, 5.0], [15.0 + 1e-9, 5.0], [13.0, 14.0], [5.0, 5.0]])  # 5, 5+1e-9, 5 (3-4-5), in
+    ai, bi = R.dwithin_pairs(pts, [sq], 5.0)
+    assert ai.tolist() == [0, 2, 3] and bi.tolist() == [0, 0, 0]
+    assert R.dwithin_pairs([], [sq], 5.0)[0].size == 0
+    assert R.dwithin_pairs(pts, [], 5.0)[0].size == 0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pruned_targets_keep_the_distance_function(seed):
+    rng = np.random.default_rng(seed)
+    targets = np.array([shapely.box(x, y, x + s, y + s) for (x, y), s in
+                        zip(rng.uniform(-1500, 1500, (60, 2)), rng.uniform(20, 120, 60))], dtype=object)
+    site = shapely.box(0, 0, 200, 150)
+    keep = R._may_be_nearest(site, targets)
+    assert 0 < keep.sum() < targets.size
+    # nearest distance at points of the site: the same with the kept targets only
+    xy = np.column_stack([rng.uniform(0, 200, 400), rng.uniform(0, 150, 400)])
+    xy = np.vstack([xy, shapely.get_coordinates(site)])
+    pts = shapely.points(xy)
+    full = np.min([shapely.distance(t, pts) for t in targets], axis=0)
+    kept = np.min([shapely.distance(t, pts) for t in targets[keep]], axis=0)
+    np.testing.assert_array_equal(full, kept)
+    a = R.farthest_distance(site, targets)
+    b = R.farthest_distance(site, targets[keep])
+    assert b.distance_m == pytest.approx(a.distance_m, abs=1e-6)
+    assert b.upper_m == pytest.approx(a.upper_m, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_spare_capacity_same_as_the_lp(seed):
+    """shelter_spare_capacity (max-flow + dwithin_pairs) against the previous formulation: the
+    GEOS coverage matrix and two HiGHS LPs, on a city-like case with all five shelter levels."""
+    import scipy.sparse
+    from layers.analysis.coverage import coverage_matrix_geoms
+    rng = np.random.default_rng(100 + seed)
+    n = 120
+    levels = rng.choice(list(RS.shelter_service_distance_m), n)
+    xy = rng.uniform(0, 5000, (n, 2))
+    side = rng.uniform(30, 120, n)
+    sh = np.array([shapely.box(x, y, x + s, y + s) for (x, y), s in zip(xy, side)], dtype=object)
+    rad = np.array([RS.shelter_service_distance_m[lv] for lv in levels])
+    cap = np.floor(0.7 * side**2 / np.array([RS.shelter_per_capita_m2[lv] for lv in levels]))
+    gx, gy = np.meshgrid(np.arange(50.0, 5000, 100), np.arange(50.0, 5000, 100))
+    dxy = np.column_stack([gx.ravel(), gy.ravel()])
+    pop = rng.integers(0, 400, len(dxy)).astype(float)
+    site = shapely.box(2400, 2400, 2600, 2550)
+    res = R.shelter_spare_capacity(site, sh, rad, cap, dxy, pop)
+    cover = coverage_matrix_geoms(dxy, sh, rad)
+    base = capacitated_coverage(pop, cover, cap)
+    row = np.zeros((1, n), dtype=np.uint8)
+    row[0, res.reach_idx] = 1
+    with_p = capacitated_coverage(np.append(pop, cap[res.reach_idx].sum()),
+                                  scipy.sparse.vstack([cover, row]).tocsr(), cap)
+    assert res.spare_persons == round(with_p.population_served - base.population_served)
+    assert res.population_served == pytest.approx(base.population_served, abs=1e-6)
