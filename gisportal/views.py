@@ -5,6 +5,7 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
 from layers import selectors
@@ -39,6 +40,7 @@ def home(request: HttpRequest) -> HttpResponse:
                                                    "basemap": settings.GISPORTAL_BASEMAP})
 
 
+@xframe_options_sameorigin  # shown in an iframe of our own pages; everything else is DENY
 @require_GET
 def map_frame(request: HttpRequest) -> HttpResponse:
     """The overview map (folium page, every asset local), shown in an iframe on the home page."""

@@ -19,6 +19,7 @@ from django.urls import path, reverse
 from django.utils import translation
 from django.utils.translation import gettext as _g
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods
 
 from layers import models, services_coverage as svc
@@ -218,6 +219,7 @@ def coverage_map_html(doc: dict) -> str:
     return render_map_html(m)
 
 
+@xframe_options_sameorigin  # shown in an iframe of our own pages; everything else is DENY
 @login_required
 @permission_required(PERMISSION, raise_exception=True)
 @require_GET

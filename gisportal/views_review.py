@@ -34,6 +34,7 @@ from django.urls import path, reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _g
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from layers import models, services_review
@@ -401,6 +402,7 @@ def review_project(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "review/project.html", _project_context(request, project))
 
 
+@xframe_options_sameorigin  # shown in an iframe of our own pages; everything else is DENY
 @login_required
 @permission_required(VIEW_PERMISSION, raise_exception=True)
 @require_GET
