@@ -29,6 +29,7 @@ from django.utils import timezone
 from django_tasks import task
 
 from layers import models, services
+from layers.analysis.errors import BilingualError
 
 log = logging.getLogger(__name__)
 Job = models.Job
@@ -95,12 +96,12 @@ def _run(job_id: int, work) -> str:
     return Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
 
 
-class _InputError(Exception):
+class _InputError(BilingualError):
     """Bad input found by a service: recorded on the Job as ``{"error": {code, zh, en}}``."""
 
-    def __init__(self, code: str, zh: str, en: str):
-        super().__init__(en)
-        self.doc = {"code": code, "zh": zh, "en": en}
+    @property
+    def doc(self) -> dict:
+        return {"code": self.code, "zh": self.zh, "en": self.en}
 
 
 # --------------------------------------------------------------------------------------------

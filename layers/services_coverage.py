@@ -45,6 +45,7 @@ import shapely.geometry
 from django.conf import settings
 
 from . import models, services
+from .analysis.errors import BilingualError
 from .analysis import coverage as cov
 from .analysis import network as net_mod
 from .analysis import raster as ras
@@ -69,15 +70,9 @@ ROAD_SNAP_TOL_M = 1.0
 ProgressFn = Callable[[float, str], None]
 
 
-class CoverageInputError(ValueError):
+class CoverageInputError(BilingualError):
     """Bad input for a coverage run (the command exits 2 with :meth:`message`)."""
 
-    def __init__(self, code: str, zh: str, en: str):
-        super().__init__(en)
-        self.code, self.zh, self.en = code, zh, en
-
-    def message(self, lang: str = "zh") -> str:
-        return self.en if lang.startswith("en") else self.zh
 
 
 # --------------------------------------------------------------------------------------------

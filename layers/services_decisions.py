@@ -11,6 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import models
+from .analysis.errors import BilingualError
 
 ACTIONS = ("in_review", "approved", "rejected", "comment")
 #: Status a project must have for each action (a comment is always allowed).
@@ -18,15 +19,9 @@ ACTIONS = ("in_review", "approved", "rejected", "comment")
 FROM_STATUS = {"in_review": ("submitted",), "approved": ("in_review",), "rejected": ("in_review",)}
 
 
-class DecisionProblem(ValueError):
+class DecisionProblem(BilingualError):
     """Refused decision: ``code`` is ``action``, ``status`` or ``version``; messages zh/en."""
 
-    def __init__(self, code: str, zh: str, en: str):
-        super().__init__(en)
-        self.code, self.zh, self.en = code, zh, en
-
-    def message(self, lang: str = "zh") -> str:
-        return self.en if lang.startswith("en") else self.zh
 
 
 @transaction.atomic

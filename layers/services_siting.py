@@ -53,6 +53,7 @@ import shapely
 from django.conf import settings
 from pyproj import Transformer
 
+from .analysis.errors import BilingualError
 from . import models, services
 from . import services_coverage as cov_svc
 from .analysis import coverage as cov
@@ -84,15 +85,9 @@ CHINA_LAT = (3.8, 53.6)
 ProgressFn = Callable[[float, str], None]
 
 
-class SitingInputError(ValueError):
+class SitingInputError(BilingualError):
     """Bad input for a siting run (the command exits 2 with :meth:`message`)."""
 
-    def __init__(self, code: str, zh: str, en: str):
-        super().__init__(en)
-        self.code, self.zh, self.en = code, zh, en
-
-    def message(self, lang: str = "zh") -> str:
-        return self.en if lang.startswith("en") else self.zh
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import pyproj
 import shapely
 from shapely.geometry import shape
 
+from .errors import BilingualError
 from .rules import Project, ProjectFacility
 
 __all__ = ["SubmissionError", "Submission", "parse_submission", "project_from_features",
@@ -48,17 +49,16 @@ _EPSG_RE = re.compile(r"EPSG(?::{1,2}|/0/|/)(\d{4,6})$", re.IGNORECASE)
 _CRS84_RE = re.compile(r"CRS:?84$", re.IGNORECASE)
 
 
-class SubmissionError(ValueError):
+class SubmissionError(BilingualError):
     """A refused submission: ``code`` (machine-readable), ``message_zh``, ``message_en``."""
 
-    def __init__(self, code: str, message_zh: str, message_en: str):
-        super().__init__(message_en)
-        self.code = code
-        self.message_zh = message_zh
-        self.message_en = message_en
+    @property
+    def message_zh(self) -> str:
+        return self.zh
 
-    def message(self, lang: str = "zh") -> str:
-        return self.message_en if lang.startswith("en") else self.message_zh
+    @property
+    def message_en(self) -> str:
+        return self.en
 
 
 @dataclass(frozen=True)
