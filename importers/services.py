@@ -19,7 +19,7 @@ import numpy as np
 import shapely
 from django.conf import settings
 from django.contrib.gis.geos import GEOSGeometry, Polygon as GEOSPolygon
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 from shapely.strtree import STRtree
@@ -437,19 +437,14 @@ def _check_batch(report, spec, src, batch, state, resolved, fspecs, choices, *, 
             report.add("error", "invalid_geometry", f"几何无效：{reason}（可加 --make-valid 修复）",
                        row=int(rows[i]), location=loc)
             ok[i] = False
+    # promote to the model's geometry type, vectorised (no per-feature Python constructors)
+    geoms = _promote(geoms, spec.geom)
     out = []
     for i in np.flatnonzero(ok):
         raw = batch[i]
         values, bad = _values(report, spec, raw, resolved, fspecs, choices)
         if bad:
             continue
-        g = geoms[i]
-        if spec.geom == "multipolygon" and g.geom_type == "Polygon":
-            g = shapely.MultiPolygon([g])
-        elif spec.geom == "multilinestring" and g.geom_type == "LineString":
-            g = shapely.MultiLineString([g])
-        elif spec.geom == "point" and g.geom_type == "MultiPoint":
-            g = g.geoms[0]
         code = values.get("code") if spec.code_field else None
         pcode = None
         if resolved.parent_attr:
@@ -457,8 +452,27 @@ def _check_batch(report, spec, src, batch, state, resolved, fspecs, choices, *, 
             if isinstance(pv, float) and pv.is_integer():
                 pv = int(pv)
             pcode = str(pv).strip() if pv not in (None, "") else None
-        out.append(_Record(raw.number, values, g, code, pcode))
+        out.append(_Record(raw.number, values, geoms[i], code, pcode))
     return out
+
+
+def _promote(geoms: np.ndarray, geom_kind: str) -> np.ndarray:
+    """Polygon -> MultiPolygon, LineString -> MultiLineString, one-point MultiPoint -> Point (vectorised)."""
+    geoms = np.asarray(geoms, dtype=object).copy()
+    tid = shapely.get_type_id(geoms)
+    if geom_kind == "multipolygon":
+        m = tid == shapely.GeometryType.POLYGON
+        if m.any():
+            geoms[m] = shapely.multipolygons(geoms[m], indices=np.arange(int(m.sum())))
+    elif geom_kind == "multilinestring":
+        m = tid == shapely.GeometryType.LINESTRING
+        if m.any():
+            geoms[m] = shapely.multilinestrings(geoms[m], indices=np.arange(int(m.sum())))
+    elif geom_kind == "point":
+        m = tid == shapely.GeometryType.MULTIPOINT
+        if m.any():
+            geoms[m] = shapely.get_geometry(geoms[m], 0)
+    return geoms
 
 
 def _reason_location(reason: str, srid: int):
@@ -538,10 +552,18 @@ def _check_duplicates(report, spec, records, mode) -> None:
                            f"代码 {r.code} 已在数据库中（更新已有数据请用 --mode upsert 或 replace）", row=r.row)
 
 
+def _in_chunk() -> int:
+    """Values per ``__in`` lookup: as many as the backend binds in one query (SQLite 999), at most 10,000."""
+    limit = connection.features.max_query_params
+    return min(limit - 10, 10_000) if limit else 10_000
+
+
 def _existing_codes(model, codes: list[str]) -> set[str]:
+    """The codes already in the table: one query per chunk of :func:`_in_chunk` codes."""
     found = set()
-    for i in range(0, len(codes), 500):
-        found.update(model.objects.filter(code__in=codes[i:i + 500]).values_list("code", flat=True))
+    step = _in_chunk()
+    for i in range(0, len(codes), step):
+        found.update(model.objects.filter(code__in=codes[i:i + step]).values_list("code", flat=True))
     return found
 
 
@@ -582,18 +604,30 @@ def _resolve_parents(report, spec, records) -> None:
     if spatial:
         _parents_by_geometry(report, spec, spatial)
     if spec.kind == "grids":
-        for r in records:
-            if r.parent_pk is None:
-                continue
-            pc = wanted.get(r.row)
-            parent_geom = parents[pc][1] if pc in parents else None
-            if parent_geom is None:
-                continue
-            outside = r.geom.difference(parent_geom.buffer(OUTSIDE_TOLERANCE_M))
+        _check_inside_parents(report, records, wanted, parents)
+
+
+def _check_inside_parents(report, records, wanted, parents) -> None:
+    """Grids must lie inside their community (0.5 m tolerance, 1 m2 allowed): one prepared buffer per
+    community and a vectorised ``covers``; the difference is computed only for the grids not covered."""
+    by_parent = defaultdict(list)
+    for i, r in enumerate(records):
+        pc = wanted.get(r.row)
+        if r.parent_pk is not None and pc in parents and parents[pc][1] is not None:
+            by_parent[pc].append(i)
+    found = []
+    for pc, idx in by_parent.items():
+        buf = parents[pc][1].buffer(OUTSIDE_TOLERANCE_M)
+        shapely.prepare(buf)
+        geoms = np.array([records[i].geom for i in idx], dtype=object)
+        for j in np.flatnonzero(~shapely.covers(buf, geoms)):
+            outside = geoms[j].difference(buf)
             if not outside.is_empty and outside.area > 1.0:
-                c = outside.representative_point()
-                report.add("error", "outside_parent", f"网格超出所属社区 {pc} 范围 {outside.area:,.1f} 平方米",
-                           row=r.row, location=_lonlat(c))
+                found.append((idx[j], pc, outside))
+    for i, pc, outside in sorted(found, key=lambda t: t[0]):
+        c = outside.representative_point()
+        report.add("error", "outside_parent", f"网格超出所属社区 {pc} 范围 {outside.area:,.1f} 平方米",
+                   row=records[i].row, location=_lonlat(c))
 
 
 def _lonlat(pt):
@@ -655,6 +689,35 @@ def _check_city(report, spec, records) -> None:
                    location=_lonlat(pt))
 
 
+def _overlapping_pairs(left_geoms, right_geoms, same: bool = False):
+    """Pairs ``(i, j, area, intersection)`` whose intersection area exceeds OVERLAP_TOLERANCE_M2.
+
+    Candidates come from an STRtree on bounding boxes; a pair whose bounding boxes overlap by no more than the
+    tolerance cannot overlap by more (the intersection lies inside both boxes), so only the rest are
+    intersected, vectorised. Sorted by ``(i, j)``; with ``same`` only ``i < j``.
+    """
+    if len(left_geoms) == 0 or len(right_geoms) == 0:
+        return []
+    tree = STRtree(right_geoms)
+    li, rj = tree.query(left_geoms)
+    if same:
+        keep = li < rj
+        li, rj = li[keep], rj[keep]
+    bl, br = shapely.bounds(left_geoms), shapely.bounds(right_geoms)
+    w = np.minimum(bl[li, 2], br[rj, 2]) - np.maximum(bl[li, 0], br[rj, 0])
+    h = np.minimum(bl[li, 3], br[rj, 3]) - np.maximum(bl[li, 1], br[rj, 1])
+    keep = (w > 0) & (h > 0) & (w * h > OVERLAP_TOLERANCE_M2)
+    li, rj = li[keep], rj[keep]
+    if li.size == 0:
+        return []
+    inter = shapely.intersection(left_geoms[li], right_geoms[rj])
+    area = shapely.area(inter)
+    keep = area > OVERLAP_TOLERANCE_M2
+    order = np.lexsort((rj[keep], li[keep]))
+    return [(int(a), int(b), float(ar), g) for a, b, ar, g in
+            zip(li[keep][order], rj[keep][order], area[keep][order], inter[keep][order])]
+
+
 def _check_grid_tiling(report, records, mode) -> None:
     """Grids must not overlap each other; gaps left in their community are reported with the area."""
     if not records:
@@ -672,25 +735,22 @@ def _check_grid_tiling(report, records, mode) -> None:
             if code not in file_codes:
                 existing[cpk].append((code, shapely.from_wkb(bytes(g.wkb))))
     arr = np.array([r.geom for r in records], dtype=object)
-    tree = STRtree(arr)
-    left, right = tree.query(arr, predicate="intersects")
-    for a, b in zip(left, right):
-        if a >= b:
-            continue
-        area = arr[a].intersection(arr[b]).area
-        if area > OVERLAP_TOLERANCE_M2:
-            pt = arr[a].intersection(arr[b]).representative_point()
-            report.add("error", "grid_overlap", f"网格 {records[a].code} 与第 {records[b].row} 个要素（{records[b].code}）"
-                       f"重叠 {area:,.1f} 平方米", row=records[a].row, location=_lonlat(pt))
+    for a, b, area, inter in _overlapping_pairs(arr, arr, same=True):
+        pt = inter.representative_point()
+        report.add("error", "grid_overlap", f"网格 {records[a].code} 与第 {records[b].row} 个要素（{records[b].code}）"
+                   f"重叠 {area:,.1f} 平方米", row=records[a].row, location=_lonlat(pt))
+    ex_list = [(cpk, code, g) for cpk, items in existing.items() for code, g in items]
+    if ex_list:
+        ex_comm = np.array([c for c, _code, _g in ex_list])
+        rec_comm = np.array([r.parent_pk if r.parent_pk is not None else -1 for r in records])
+        ex_arr = np.array([g for _c, _code, g in ex_list], dtype=object)
+        hits = [(a, b, area) for a, b, area, _i in _overlapping_pairs(arr, ex_arr) if rec_comm[a] == ex_comm[b]]
+        for a, b, area in sorted(hits):
+            report.add("error", "grid_overlap",
+                       f"网格 {records[a].code} 与已有网格 {ex_list[b][1]} 重叠 {area:,.1f} 平方米", row=records[a].row)
     comm_geoms = dict((pk, shapely.from_wkb(bytes(g.wkb))) for pk, g in
                       layer_models.Community.objects.filter(pk__in=list(by_comm)).values_list("pk", "geom"))
     for cpk, recs in by_comm.items():
-        for r in recs:
-            for code, g in existing.get(cpk, []):
-                area = r.geom.intersection(g).area
-                if area > OVERLAP_TOLERANCE_M2:
-                    report.add("error", "grid_overlap",
-                               f"网格 {r.code} 与已有网格 {code} 重叠 {area:,.1f} 平方米", row=r.row)
         cg = comm_geoms.get(cpk)
         if cg is None:
             continue
@@ -716,9 +776,10 @@ def _count_plan(report, spec, records, mode) -> None:
             report.deleted = spec.model.objects.count()
 
 
-def _instance_kwargs(spec, r: _Record, file_name: str) -> dict:
+def _instance_kwargs(spec, r: _Record, file_name: str, geom=None) -> dict:
+    """Field values of one record (``attname -> value``); ``geom`` is the GEOS geometry when already built."""
     kw = dict(r.values)
-    kw["geom"] = GEOSGeometry(memoryview(shapely.to_wkb(r.geom)), srid=settings.GIS_SRID)
+    kw["geom"] = geom if geom is not None else _geos([r.geom])[0]
     if spec.parent is not None:
         kw[f"{spec.parent.field}_id"] = r.parent_pk
     if spec.kind == "districts" and "source" not in kw:
@@ -726,15 +787,60 @@ def _instance_kwargs(spec, r: _Record, file_name: str) -> dict:
     return kw
 
 
+def _geos(geoms) -> list[GEOSGeometry]:
+    """Shapely geometries -> GEOS geometries in GIS_SRID: one vectorised WKB export for the batch.
+
+    The geometries were type-checked (Point / MultiPolygon / MultiLineString, never a collection), so
+    GEOSGeometry's Python walk of the WKB for nested collections is skipped (``max_geom_collections=None``).
+    """
+    srid = settings.GIS_SRID
+    wkbs = shapely.to_wkb(np.asarray(geoms, dtype=object))
+    return [GEOSGeometry(memoryview(w), srid=srid, max_geom_collections=None) for w in wkbs]
+
+
+class _InstanceFactory:
+    """Builds unsaved model instances from ``attname -> value`` dicts through the positional form of
+    ``Model(*values)`` (the form ``Model.from_db`` uses), with the field defaults for the rest."""
+
+    def __init__(self, model):
+        self.model = model
+        fields = model._meta.concrete_fields
+        self.index = {f.attname: i for i, f in enumerate(fields)}
+        self.template = []
+        self.callables = []
+        for i, f in enumerate(fields):
+            if f.primary_key:
+                self.template.append(None)
+            elif f.has_default() and callable(f.default):
+                self.template.append(None)
+                self.callables.append((i, f))
+            else:
+                self.template.append(f.get_default())
+
+    def __call__(self, kw: dict, pk=None):
+        row = list(self.template)
+        for i, f in self.callables:
+            row[i] = f.get_default()
+        index = self.index
+        for k, v in kw.items():
+            row[index[k]] = v
+        if pk is not None:
+            row[index[self.model._meta.pk.attname]] = pk
+        return self.model(*row)
+
+
 def _write(report, spec, records, mode, user, progress) -> None:
+    """One transaction; instances are built batch by batch (WRITE_BATCH) so only one batch of model
+    instances and GEOS geometries is alive at a time."""
     model = spec.model
     try:
         with transaction.atomic():
             existing = {}
             if spec.code_field and mode in ("upsert", "replace"):
                 codes = [r.code for r in records]
-                for i in range(0, len(codes), 500):
-                    existing.update(model.objects.filter(code__in=codes[i:i + 500]).values_list("code", "pk"))
+                step = _in_chunk()
+                for i in range(0, len(codes), step):
+                    existing.update(model.objects.filter(code__in=codes[i:i + step]).values_list("code", "pk"))
             if mode == "replace":
                 stale = model.objects.all()
                 if spec.code_field:
@@ -745,29 +851,34 @@ def _write(report, spec, records, mode, user, progress) -> None:
                             model._meta.label, 0)
                 else:
                     report.deleted = stale.delete()[1].get(model._meta.label, 0)
-            new, upd = [], []
-            for r in records:
-                kw = _instance_kwargs(spec, r, report.file)
-                if r.code in existing:
-                    obj = model(pk=existing[r.code], **kw)
-                    upd.append(obj)
-                else:
-                    new.append(model(**kw))
+            make = _InstanceFactory(model)
+            new_recs = [r for r in records if r.code not in existing]
+            upd_recs = [r for r in records if r.code in existing]
             done = 0
-            for i in range(0, len(new), WRITE_BATCH):
-                model.objects.bulk_create(new[i:i + WRITE_BATCH])
-                done += len(new[i:i + WRITE_BATCH])
+            for i in range(0, len(new_recs), WRITE_BATCH):
+                chunk = new_recs[i:i + WRITE_BATCH]
+                objs = [make(_instance_kwargs(spec, r, report.file, g))
+                        for r, g in zip(chunk, _geos([r.geom for r in chunk]))]
+                model.objects.bulk_create(objs)
+                done += len(chunk)
                 if progress:
                     progress("write", done, len(records))
-            if upd:
-                fields = sorted({k.removesuffix("_id") if k.endswith("_id") else k
-                                 for r in records for k in _instance_kwargs(spec, r, report.file)} - {"code"})
-                for i in range(0, len(upd), WRITE_BATCH):
-                    model.objects.bulk_update(upd[i:i + WRITE_BATCH], fields)
-                    done += len(upd[i:i + WRITE_BATCH])
+            if upd_recs:
+                keys = {"geom"} | {k for r in upd_recs for k in r.values}
+                if spec.parent is not None:
+                    keys.add(spec.parent.field)
+                if spec.kind == "districts":
+                    keys.add("source")
+                fields = sorted(keys - {"code"})
+                for i in range(0, len(upd_recs), WRITE_BATCH):
+                    chunk = upd_recs[i:i + WRITE_BATCH]
+                    objs = [make(_instance_kwargs(spec, r, report.file, g), pk=existing[r.code])
+                            for r, g in zip(chunk, _geos([r.geom for r in chunk]))]
+                    model.objects.bulk_update(objs, fields)
+                    done += len(chunk)
                     if progress:
                         progress("write", done, len(records))
-            report.created, report.updated = len(new), len(upd)
+            report.created, report.updated = len(new_recs), len(upd_recs)
             report.status = "ok"
             _record(report, user, ImportRun.Status.OK)
     except ProtectedError as exc:
