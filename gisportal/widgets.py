@@ -16,7 +16,6 @@ from django.conf import settings
 from django.contrib.gis.admin import GISModelAdmin
 from django.contrib.gis.forms.widgets import OSMWidget
 
-from gisportal.mapping import basemap_tiles
 
 __all__ = ["OfflineOpenLayersWidget", "OfflineGISModelAdmin", "ol_tile_sources"]
 
@@ -27,6 +26,8 @@ class _Unset:
 
 def ol_tile_sources(basemap: Optional[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Tile layers for OpenLayers' ``ol.source.XYZ``: ``urls`` (``{s}`` expanded), attribution, zoom."""
+    from gisportal.mapping import basemap_tiles  # lazily: folium is heavy, and every manage.py loads admin
+
     out = []
     for spec in basemap_tiles(basemap):
         if "{s}" in spec.url and spec.subdomains:
