@@ -68,6 +68,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "gisportal.security.DatabaseUnavailableMiddleware",  # database down: 503 + Retry-After, not 500
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -78,6 +79,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "gisportal.security.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "gisportal.urls"
@@ -108,10 +110,14 @@ DATABASES = {
 }
 if "postgis" in DATABASES["default"]["ENGINE"]:
     # JIT compiled some spatial queries for ~0.9 s each on every review once tables had statistics.
-    DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
+    # A statement that runs past a minute is a runaway (or hostile) query: cancel it.
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off -c statement_timeout=60000"
 if DATABASES["default"]["ENGINE"].endswith("spatialite"):
     # Wait for a concurrent writer instead of failing at once (SQLite allows one writer).
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Take the write lock at BEGIN: a read-then-write transaction cannot be upgraded while another
+    # writer waits, so deferred transactions fail at once with "database is locked" under concurrency.
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
