@@ -66,6 +66,8 @@ def portal(tmp_path_factory):
                 ["load_demo"], ["create_demo_users"]):
         subprocess.run(manage + cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
     port = _free_port()
+    worker = subprocess.Popen(manage + ["db_worker", "--interval", "0.5"], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # background jobs
     server = subprocess.Popen(manage + ["runserver", f"127.0.0.1:{port}", "--noreload"], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
@@ -77,10 +79,12 @@ def portal(tmp_path_factory):
             time.sleep(0.2)
     else:
         server.kill()
+        worker.kill()
         raise RuntimeError("runserver did not start: " + server.stderr.read().decode(errors="replace")[-2000:])
     yield base, env, var
-    server.terminate()
-    server.wait(timeout=10)
+    for proc in (server, worker):
+        proc.terminate()
+        proc.wait(timeout=10)
     if cleanup:
         cleanup()
 
