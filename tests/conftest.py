@@ -19,3 +19,9 @@ def django_db_setup(django_db_setup, django_db_blocker):
         with django_db_blocker.unblock():
             call_command("load_demo", verbosity=0)
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the browser tests last: Playwright's sync API keeps an event loop on the main thread while a
+    browser is open, and Django refuses ORM calls from a thread with a running loop."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

@@ -89,8 +89,9 @@ def portal(tmp_path_factory):
         cleanup()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium per test module, closed after it (see tests/conftest.py: browser tests run last)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
