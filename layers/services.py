@@ -266,6 +266,26 @@ def job_progress(job: models.Job, fraction: float, message: str = "") -> None:
         raise JobCancelled(job.pk)
 
 
+@contextlib.contextmanager
+def job_recording(job: models.Job, progress: Callable[[float, str], None] | None = None):
+    """Run a job's work in the block: yields ``step(fraction, message)`` (stored on the Job, passed on to
+    ``progress``, raising JobCancelled when cancellation was asked); a cancelled or failed block is
+    recorded on the Job and re-raised. The block records its own result with ``job_finish``."""
+    def step(fraction: float, message: str = "") -> None:
+        job_progress(job, fraction, message)
+        if progress is not None:
+            progress(fraction, message)
+
+    try:
+        yield step
+    except JobCancelled:
+        job_finish(job, cancelled=True)
+        raise
+    except Exception as exc:  # recorded, then re-raised
+        job_finish(job, error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
 def job_finish(job: models.Job, *, result=None, error: str = "", cancelled: bool = False) -> models.Job:
     from django.utils import timezone
 

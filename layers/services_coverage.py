@@ -495,12 +495,7 @@ def coverage_compute(*, kind: str, radius_m: float | None = None, level: str | N
               "rules_version": rs.version, "data": data}
     job = services.job_start(models.Job.Kind.COVERAGE, params, user=user, data_version=version)
 
-    def step(fraction: float, message: str) -> None:
-        services.job_progress(job, fraction, message)
-        if progress is not None:
-            progress(fraction, message)
-
-    try:
+    with services.job_recording(job, progress) as step:
         step(0.1, "data loaded")
         doc = _compute(kind, sites, grids, dem, method, lines, capacity, step)
         doc = {"kind": kind, "radius_m": radius_doc, "method": method, "demand": demand_used, **doc,
@@ -509,12 +504,6 @@ def coverage_compute(*, kind: str, radius_m: float | None = None, level: str | N
         if demand_used != demand:
             doc["demand_note"] = "no active population raster; grid polygons used"
         services.job_finish(job, result=doc)
-    except services.JobCancelled:
-        services.job_finish(job, cancelled=True)
-        raise
-    except Exception as exc:  # recorded, then re-raised
-        services.job_finish(job, error=f"{type(exc).__name__}: {exc}")
-        raise
     if progress is not None:
         progress(1.0, "done")
     return doc

@@ -483,12 +483,7 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
               "level": level, "facility_kind": facility_kind, "rules_version": rs.version, "data": data}
     job = services.job_start(models.Job.Kind.SITING, params, user=user, data_version=version)
 
-    def step(fraction: float, message: str) -> None:
-        services.job_progress(job, fraction, message)
-        if progress is not None:
-            progress(fraction, message)
-
-    try:
+    with services.job_recording(job, progress) as step:
         step(0.1, "data loaded")
         doc = _compute(objective, radius, p, dem, cands, sites, method, lines, limit, curve_k, cap_default, step)
         doc = {"kind": kind, "objective": objective, "radius_m": radius, "p": p, "existing": existing,
@@ -499,12 +494,6 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
                "level": level, "facility_kind": facility_kind, "rules_version": rs.version,
                "data_version": version, "job_id": job.pk, "seconds_total": _r(time.perf_counter() - t0)}
         services.job_finish(job, result=doc)
-    except services.JobCancelled:
-        services.job_finish(job, cancelled=True)
-        raise
-    except Exception as exc:  # recorded, then re-raised
-        services.job_finish(job, error=f"{type(exc).__name__}: {exc}")
-        raise
     if progress is not None:
         progress(1.0, "done")
     return doc

@@ -32,6 +32,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
 
+from .coverage import _as_xy  # one check of (n, 2) point arrays for both engines
+
 __all__ = [
     "RoadNetwork",
     "Snap",
@@ -148,17 +150,6 @@ class Snap:
 # --------------------------------------------------------------------------------------------
 # validation helpers
 # --------------------------------------------------------------------------------------------
-def _as_xy(xy: ArrayLike, name: str) -> NDArray[np.float64]:
-    arr = np.asarray(xy, dtype=np.float64)
-    if arr.size == 0:
-        return arr.reshape(0, 2)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"{name} must have shape (n, 2), got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite coordinates")
-    return arr
-
-
 def _as_radius(radius_m: ArrayLike, n_sites: int) -> NDArray[np.float64]:
     r = np.asarray(radius_m, dtype=np.float64)
     if r.ndim == 0:
