@@ -161,6 +161,52 @@ def test_atlas_pages_and_neighbour_references(tmp_path):
         assert "130702001001001" in pages[1] and "第 3 页" in pages[1]
 
 
+def _atlas_pages_text(path) -> list[str]:
+    from pypdf import PdfReader
+    return [p.extract_text() for p in PdfReader(str(path)).pages]
+
+
+def test_parallel_atlas_has_the_same_pages_in_the_same_order(tmp_path, monkeypatch):
+    """Workers draw parts that are joined in order: page for page the same text as the one-process atlas."""
+    monkeypatch.setattr(ms, "PARALLEL_MIN_PAGES", 2)
+    n = 12   # two parts of 10 and 2 sheets
+    k = ms.index_page_count(n)
+    sheets = [_sheet(code=f"1307020010010{i:02d}", geom=box(X0 + 400 * i, Y0, X0 + 400 * (i + 1), Y0 + 300),
+                     page=k + 1 + i, page_count=k + n) for i in range(n)]
+    rows = [ms.IndexRow(s.code, s.community_name, s.street_name, s.worker_name, s.page, s.geom) for s in sheets]
+    seen = []
+    one, two = tmp_path / "one.pdf", tmp_path / "two.pdf"
+    assert ms.write_atlas(one, iter(sheets), rows, title="测试", workers=1) == k + n
+    assert ms.write_atlas(two, iter(sheets), rows, title="测试", workers=2,
+                          progress=lambda done, total: seen.append((done, total))) == k + n
+    a, b = _atlas_pages_text(one), _atlas_pages_text(two)
+    assert len(a) == len(b) == k + n
+    assert a == b
+    for i, s in enumerate(sheets):   # and each sheet is on the page the index promised
+        assert s.code in b[s.page - 1]
+    assert seen[-1] == (n, n) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_parallel_atlas_stops_and_leaves_no_parts_when_cancelled(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(ms, "PARALLEL_MIN_PAGES", 2)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "t"))
+    (tmp_path / "t").mkdir()
+    sheets = [_sheet(code=f"1307020010010{i:02d}", page=2 + i) for i in range(12)]
+    rows = [ms.IndexRow(s.code, "", "", "", s.page) for s in sheets]
+
+    class Stop(Exception):
+        pass
+
+    def progress(done, total):
+        raise Stop
+
+    with pytest.raises(Stop):
+        ms.write_atlas(tmp_path / "x.pdf", iter(sheets), rows, title="测试", workers=2, progress=progress)
+    assert list((tmp_path / "t").iterdir()) == []   # the parts went with their temp folder
+    assert not (tmp_path / "x.pdf").exists()
+
+
 # --- neighbours ----------------------------------------------------------------------------------
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=2, max_size=20, unique=True),
