@@ -252,4 +252,5 @@ GISPORTAL_RULES = {
     "area_tolerance_m2": 1.0,
     "distance_tolerance_m": 0.5,
     "distance_method": "euclidean",
+    "reach_method": "euclidean",  # "network": SHELTER-REACH / FIRE-REACH along the roads once roads are loaded
 }

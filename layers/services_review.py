@@ -2,26 +2,33 @@
 
 One path for the web page, the REST API and ``manage.py review_project``:
 
-* :func:`parse_path` / :func:`parse_submission` read a submission (GeoJSON; other formats through the
-  importers' hook :func:`layers.analysis.submission.project_from_features`);
+* :func:`parse_path` / :func:`parse_submission` read a submission (GeoJSON; a Shapefile .zip, GeoPackage
+  or DXF through the importers' readers and the hook
+  :func:`layers.analysis.submission.project_from_features`);
 * :func:`gather_context` fetches, with spatial lookups only (``intersects`` / ``dwithin``, which use
   the spatial index on PostGIS; no Python loop over the city's features), the districts, streets,
   communities and grids under the site, the shelters and fire stations within reach, the demand
   already assigned to those shelters (grid population within the shelters' service distance) and
   the facilities near the site;
-* :func:`review_submission` runs :func:`layers.analysis.rules.review`;
+* :func:`review_submission` runs :func:`layers.analysis.rules.review` (with ``reach_method="network"`` in
+  the rule set, the reach rules walk the roads near the site: :func:`_road_network`);
 * :func:`save_review` stores the project, its facilities and (once the models exist) the report,
   in one transaction.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
+import tempfile
 from functools import reduce
 from operator import or_
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
 
 import numpy as np
 import shapely
+import shapely.geometry
 from django.apps import apps
 from django.conf import settings
 from django.contrib.gis.db.models.functions import AsWKB
@@ -32,6 +39,7 @@ from django.db.models import Q
 
 from . import models
 from .analysis import rules as R
+from .analysis import submission as submission_mod
 from .analysis.submission import Submission, SubmissionError, parse_submission as _parse
 
 __all__ = ["rule_set", "parse_submission", "parse_path", "gather_context", "review_submission",
@@ -51,18 +59,346 @@ def parse_submission(data, *, srid: int | None = None) -> Submission:
     return _parse(data, srid=srid, storage_srid=settings.GIS_SRID)
 
 
-def parse_path(path, *, srid: int | None = None) -> Submission:
-    """Read a submission file. GeoJSON here; .zip / .gpkg / .dxf go through the importers (hook)."""
+def parse_path(path, *, srid: int | None = None, attrs: Mapping[str, Any] | None = None) -> Submission:
+    """Read a submission file: GeoJSON, or a Shapefile ``.zip`` / loose ``site.shp``, a GeoPackage or a DXF.
+
+    GeoJSON goes to :func:`parse_submission` unchanged. The other formats are read by the importers'
+    readers (:func:`importers.readers.open_source`: staging in a temporary directory, the zip and size
+    limits, the .cpg / GBK detection) and handed to :func:`project_from_features`:
+
+    * the layer ``site`` (GeoPackage layer, ``site.shp`` in the zip, DXF CAD layer ``site``: closed
+      polylines) gives the one site, the layer ``facility`` the facilities (points, block inserts or
+      footprints); the role comes from the layer name, attributes by name (``households``, ``name``,
+      ``developer``, ``population``, ``kind``, ``floor_area_m2`` -- also ``floor_area`` as a Shapefile
+      truncates it -- or the Chinese 户数 / 名称 / 建设单位 / 人口 / 类型 / 建筑面积);
+    * DXF has no attributes: TEXT / MTEXT entities ``key=value`` on layer ``site`` fill the site, those on
+      layer ``facility`` the nearest facility; DXF has no CRS either, so ``srid`` is required;
+    * the CRS: ``srid`` (an EPSG code the importers allow), else the file's (.prj, GeoPackage), else
+      lon/lat when the coordinates are lon/lat in China; otherwise refused;
+    * ``attrs`` fills the site properties the file leaves empty (``name``, ``developer``, ``households``,
+      ``population`` only: a facility's floor area always comes from the file).
+
+    Raises SubmissionError with the reason; nothing is stored.
+    """
     p = Path(path)
     if not p.is_file():
         raise SubmissionError("file", f"找不到文件 {p}", f"no such file: {p}")
     suffix = p.suffix.lower()
-    if suffix in (".zip", ".shp", ".gpkg", ".dxf"):
-        # Hook: the importers turn layers "site" and "facility" into GeoJSON-like features and call
-        # layers.analysis.submission.project_from_features(features, source_srid=..., storage_srid=...).
-        raise SubmissionError("format", f"暂不支持 {suffix} 格式的报审文件，请提交 GeoJSON",
-                              f"{suffix} submissions are not supported yet; submit GeoJSON")
+    if suffix in LAYERED_SUFFIXES:
+        return _parse_layered(p, suffix, srid=srid, attrs=attrs)
+    if attrs:
+        raise SubmissionError("attrs", "GeoJSON 报审文件的属性请写在要素的 properties 中（attrs 只用于 .zip/.gpkg/.dxf）",
+                              "put a GeoJSON submission's attributes in its properties (attrs is for .zip/.gpkg/.dxf)")
     return parse_submission(p.read_bytes(), srid=srid)
+
+
+# --------------------------------------------------------------------------------------------
+# Shapefile (.zip) / GeoPackage / DXF submissions, through the importers' readers
+# --------------------------------------------------------------------------------------------
+LAYERED_SUFFIXES = (".zip", ".shp", ".gpkg", ".dxf")
+SITE_LAYER, FACILITY_LAYER = "site", "facility"
+#: Site properties that ``attrs`` may fill (a facility's floor area never has a default).
+ATTR_KEYS = ("name", "developer", "households", "population")
+#: Attribute names -> submission property (normalised: lower case, no spaces / underscores).
+_PROP_ALIASES = {
+    "name": ("name", "名称", "项目名称", "设施名称"),
+    "developer": ("developer", "建设单位", "开发商", "开发单位"),
+    "households": ("households", "户数", "总户数"),
+    "population": ("population", "人口", "人口数"),
+    "kind": ("kind", "类型", "设施类型"),
+    "floor_area_m2": ("floor_area_m2", "floorarea", "floorarea_", "flooraream", "area_m2", "建筑面积", "面积"),
+}
+_ALIAS = {a.replace("_", "").replace(" ", "").lower(): k for k, names in _PROP_ALIASES.items() for a in names}
+_KV_RE = re.compile(r"^\s*([^=:：＝]+?)\s*[=:：＝]\s*(.*?)\s*$")
+
+#: English for the importers' refusal codes (their messages are Chinese).
+_READ_EN = {
+    "zip_corrupt": "the zip archive is corrupt",
+    "zip_too_many_entries": "the zip archive has too many entries",
+    "zip_unsafe_path": "the zip archive has an unsafe entry path (absolute or ..)",
+    "zip_symlink": "the zip archive holds a symbolic link",
+    "zip_encrypted": "the zip archive holds an encrypted entry",
+    "zip_too_large": "the zip archive unpacks to more than the size limit",
+    "zip_ratio": "a zip entry has an abnormal compression ratio (a zip bomb?)",
+    "zip_no_dataset": "the zip archive holds no dataset",
+    "zip_many_datasets": "the zip archive holds several datasets",
+    "missing_dbf": "the Shapefile's .dbf is missing",
+    "missing_shx": "the Shapefile's .shx is missing",
+    "file_too_large": "the file is larger than the limit",
+    "empty_file": "the file is empty",
+    "content_mismatch": "the file's content is not the format its name says",
+    "vrt_refused": "GDAL VRT files are refused",
+    "format_unsupported": "unsupported file type",
+    "open_failed": "the file cannot be opened",
+    "read_failed": "the file cannot be read",
+    "layer_missing": "the layer is missing",
+    "layer_required": "several layers; the layer must be chosen",
+    "no_layers": "the file has no layers",
+    "too_many_features": "too many features",
+    "too_many_vertices": "too many vertices in one feature",
+    "geometry_collection": "a GeometryCollection cannot be a site or facility",
+    "encoding_error": "the attribute text cannot be decoded in the declared/detected encoding (check the .cpg)",
+    "encoding_undetected": "the attribute text is neither UTF-8 nor GBK/GB18030",
+    "encoding_unknown": "unknown character encoding",
+    "crs_missing": "the file has no CRS and its coordinates are not lon/lat in China; give srid",
+    "crs_unreadable": "the file's CRS cannot be read; give srid",
+    "swapped_axes": "latitude and longitude are swapped",
+    "srid_not_int": "srid must be an integer EPSG code",
+    "srid_not_allowed": "srid is not one of the allowed CRSs (CGCS2000, Xian 80, Beijing 54 zones, WGS84, 3857)",
+}
+
+
+def _read_error(exc) -> SubmissionError:
+    code = getattr(exc, "code", "read_failed")
+    row = getattr(exc, "row", None)
+    at_zh = f"（第 {row} 个要素）" if row else ""
+    at_en = f" (feature {row})" if row else ""
+    return SubmissionError(code, f"{exc}{at_zh}", f"{_READ_EN.get(code, 'the file cannot be read')}{at_en}: {exc}")
+
+
+def _limits():
+    from importers.services import limits_from_settings
+    lim = limits_from_settings()
+    return dataclasses.replace(
+        lim, max_file_bytes=min(lim.max_file_bytes, submission_mod.MAX_BYTES),
+        max_zip_total_bytes=min(lim.max_zip_total_bytes, 4 * submission_mod.MAX_BYTES),
+        max_features=min(lim.max_features, submission_mod.MAX_FEATURES),
+        max_vertices_per_feature=min(lim.max_vertices_per_feature, submission_mod.MAX_VERTICES))
+
+
+def _props(raw_attrs: Mapping[str, Any]) -> dict:
+    """File attributes -> submission properties (known names only; empty values dropped)."""
+    out = {}
+    for k, v in raw_attrs.items():
+        key = _ALIAS.get(str(k).replace("_", "").replace(" ", "").lower())
+        if key is None or v is None or (isinstance(v, str) and not v.strip()):
+            continue
+        out.setdefault(key, v.strip() if isinstance(v, str) else v)
+    return out
+
+
+def _single(g):
+    """2-D; a one-part Multi* becomes its part (Shapefile / GeoPackage layers are often Multi)."""
+    g = shapely.force_2d(g)
+    if g.geom_type in ("MultiPoint", "MultiPolygon") and len(g.geoms) == 1:
+        g = g.geoms[0]
+    return g
+
+
+def _raw_features(src, role: str) -> list[tuple[dict, Any]]:
+    out = []
+    from importers.readers import ReadProblem
+    try:
+        for raw in src.features():
+            if raw.problem:
+                code = raw.problem.split(":")[0]
+                raise SubmissionError(code if code in _READ_EN else "read_failed",
+                                      f"{role} 图层第 {raw.number} 个要素无法读取：{raw.problem}",
+                                      f"layer {role}, feature {raw.number} cannot be read: {raw.problem}")
+            if raw.wkb is None:
+                raise SubmissionError("geometry", f"{role} 图层第 {raw.number} 个要素没有几何",
+                                      f"layer {role}, feature {raw.number} has no geometry")
+            out.append((raw.attrs, shapely.from_wkb(raw.wkb)))
+            if len(out) > submission_mod.MAX_FEATURES:
+                raise SubmissionError("too_large", "要素过多", "too many features")
+    except ReadProblem as exc:
+        raise _read_error(exc) from None
+    return out
+
+
+def _zip_members(p: Path, limits) -> dict[str, str]:
+    """Dataset name (file stem, as written) -> format, of the datasets in a zip (after the safety checks)."""
+    from importers import safety
+    out = {}
+    for info in safety.check_zip(p, limits):
+        q = PurePosixPath(info.filename.replace("\\", "/"))
+        if q.name.startswith(".") or "__MACOSX" in q.parts:
+            continue
+        fmt = {".shp": "shapefile", ".gpkg": "gpkg", ".dxf": "dxf"}.get(q.suffix.lower())
+        if fmt:
+            out[q.stem] = fmt
+    return out
+
+
+def _open(p: Path, tmp: Path, sub: str, **kw):
+    from importers import readers
+    d = tmp / sub
+    d.mkdir()
+    return readers.open_source(p, d, name=p.name, limits=kw.pop("limits"), **kw)
+
+
+def _layered_sources(p: Path, suffix: str, tmp: Path, limits):
+    """{role: (features, crs_wkt)} and the format; raises the importers' exceptions."""
+    from importers import readers
+    fmt = {".zip": None, ".shp": "shapefile", ".gpkg": "gpkg", ".dxf": "dxf"}[suffix]
+    names: dict[str, str] = {}
+    if suffix == ".zip":
+        members = _zip_members(p, limits)
+        shps = {k: v for k, v in members.items() if v == "shapefile"}
+        if shps:
+            fmt = "shapefile"
+            names = {k.lower(): k for k in shps}
+        elif len(members) == 1:
+            fmt = next(iter(members.values()))
+        else:
+            raise SubmissionError("no_site", "压缩包中应有 site.shp（及 facility.shp），或一个 .gpkg / .dxf 文件",
+                                  "the zip must hold site.shp (and facility.shp), or one .gpkg or .dxf file")
+    elif suffix == ".shp":
+        if p.stem.lower() != SITE_LAYER:
+            raise SubmissionError("no_site", "Shapefile 报审文件应命名为 site.shp（设施为同目录的 facility.shp），"
+                                  "或打包成 .zip", "a Shapefile submission must be site.shp (facilities in "
+                                  "facility.shp beside it), or a .zip of both")
+    out = {}
+    if fmt == "dxf":
+        # GDAL reads a DXF without $DWGCODEPAGE as Latin-1 (also an AutoCAD 2007+ UTF-8 file): decide
+        # the encoding from the bytes (UTF-8, else GBK/GB18030) when they are not plain ASCII
+        encoding = None
+        if suffix == ".dxf":
+            from importers import encoding as enc
+            from importers import safety
+            safety.check_size(p, limits)
+            if any(max(chunk, default=0) > 0x7F for chunk in enc.read_chunks(p)):
+                encoding = enc.detect(enc.read_chunks(p)).encoding
+        src = _open(p, tmp, "dxf", limits=limits, encoding=encoding)
+        feats = _raw_features(src, "dxf")
+        for role in (SITE_LAYER, FACILITY_LAYER):
+            out[role] = ([(a, g) for a, g in feats if str(a.get("cad_layer") or "").strip().lower() == role], None)
+        return out, fmt
+    if fmt == "gpkg":
+        try:
+            src = _open(p, tmp, "site", layer=SITE_LAYER, limits=limits)
+        except readers.ReadProblem as exc:
+            if exc.code == "layer_missing":
+                raise SubmissionError("no_site", f"GeoPackage 中没有名为 site 的图层（{exc}）",
+                                      "the GeoPackage has no layer named site") from None
+            raise
+        out[SITE_LAYER] = (_raw_features(src, SITE_LAYER), src.crs_wkt)
+        if FACILITY_LAYER in src.layers:
+            fsrc = _open(p, tmp, "facility", layer=FACILITY_LAYER, limits=limits)
+            out[FACILITY_LAYER] = (_raw_features(fsrc, FACILITY_LAYER), fsrc.crs_wkt)
+        return out, fmt
+    # Shapefiles: site.shp and the optional facility.shp, each staged on its own
+    for role in (SITE_LAYER, FACILITY_LAYER):
+        if suffix == ".zip":
+            if role not in names:
+                if role == SITE_LAYER:
+                    raise SubmissionError("no_site", "压缩包中没有 site.shp（项目用地图层）",
+                                          "the zip holds no site.shp (the site layer)")
+                continue
+            src = _open(p, tmp, role, layer=names[role], limits=limits)
+        else:
+            q = p if role == SITE_LAYER else next(
+                (s for s in p.parent.iterdir() if s.suffix.lower() == ".shp" and s.stem.lower() == role), None)
+            if q is None:
+                continue
+            src = _open(q, tmp, role, limits=limits)
+        out[role] = (_raw_features(src, role), src.crs_wkt)
+    return out, fmt
+
+
+def _dxf_texts(items):
+    """Split DXF entities into geometries and ``key=value`` texts (Point texts with a ``text`` attribute)."""
+    geoms, texts = [], []
+    for a, g in items:
+        if a.get("text") and g.geom_type == "Point":
+            kv = {}
+            for line in re.split(r"[\n;；]|\\P", str(a["text"])):
+                m = _KV_RE.match(line)
+                if m:
+                    kv[m.group(1)] = m.group(2)
+                elif line.strip():
+                    kv.setdefault("name", line.strip())
+            texts.append((_props(kv), g))
+        else:
+            geoms.append(({}, _single(g)))
+    return geoms, texts
+
+
+def _dxf_features(layers) -> tuple[list[tuple[dict, Any]], list[tuple[dict, Any]]]:
+    """The site and facility features of a DXF, with their TEXT / MTEXT ``key=value`` attributes."""
+    site, site_texts = _dxf_texts(layers[SITE_LAYER][0])
+    facs, fac_texts = _dxf_texts(layers[FACILITY_LAYER][0])
+    for a, g in site:
+        if g.geom_type == "LineString":
+            raise SubmissionError("invalid_polygon", "DXF 的 site 图层应为闭合多段线（项目用地边界未闭合）",
+                                  "the DXF site layer must be a closed polyline (the site boundary is open)")
+    props = {}
+    for kv, _ in site_texts:
+        props.update(kv)
+    site = [(dict(props), g) for _, g in site]
+    if facs:
+        fg = np.array([g for _, g in facs], dtype=object)
+        for kv, pt in fac_texts:
+            i = int(np.argmin(shapely.distance(fg, pt)))
+            facs[i][0].update(kv)
+    return site, facs
+
+
+def _parse_layered(p: Path, suffix: str, *, srid, attrs) -> Submission:
+    from importers import crs as crsmod
+    from importers import safety
+    from importers.encoding import EncodingProblem
+    from importers.readers import ReadProblem
+    extra = {}
+    for k, v in dict(attrs or {}).items():
+        if k not in ATTR_KEYS:
+            raise SubmissionError("attrs", f"attrs 只能补充项目用地的 {', '.join(ATTR_KEYS)}，不接受 {k!r}",
+                                  f"attrs may only fill the site's {', '.join(ATTR_KEYS)}, not {k!r}")
+        if v not in (None, ""):
+            extra[k] = v
+    limits = _limits()
+    if srid is not None:
+        try:
+            srid = crsmod.srid_override(srid)
+        except crsmod.CRSProblem as exc:
+            raise _read_error(exc) from None
+    with tempfile.TemporaryDirectory(prefix="gisportal-review-") as tmp:
+        try:
+            layers, fmt = _layered_sources(p, suffix, Path(tmp), limits)
+        except (safety.UnsafeInput, ReadProblem, EncodingProblem) as exc:
+            raise _read_error(exc) from None
+    if fmt == "dxf":
+        if srid is None:
+            raise SubmissionError("crs", "DXF 文件不含坐标系：请指定 srid（例如 4547）",
+                                  "a DXF file has no CRS: give srid (e.g. 4547)")
+        site, facs = _dxf_features(layers)
+    else:
+        site = [(_props(a), _single(g)) for a, g in layers[SITE_LAYER][0]]
+        facs = [(_props(a), _single(g)) for a, g in layers.get(FACILITY_LAYER, ([], None))[0]]
+    if not site:
+        raise SubmissionError("no_site", "site 图层中没有项目用地要素", "the site layer has no feature")
+    # the CRS: srid, else the file's, else lon/lat in China (importers.crs.resolve); one for both layers
+    resolved = set()
+    for role in (SITE_LAYER, FACILITY_LAYER):
+        feats = site if role == SITE_LAYER else facs
+        if not feats:
+            continue
+        xy = shapely.get_coordinates(np.array([g for _, g in feats], dtype=object))
+        wkt = None if fmt == "dxf" else layers[role][1]
+        try:
+            r = crsmod.resolve(wkt, xy[:, 0], xy[:, 1], srid=srid)
+        except crsmod.CRSProblem as exc:
+            raise _read_error(exc) from None
+        if r.srid is None:
+            raise SubmissionError("crs", f"{role} 图层的坐标系 {r.name} 没有 EPSG 代码：请指定 srid",
+                                  f"the {role} layer's CRS {r.name!r} has no EPSG code; give srid")
+        resolved.add(r.srid)
+    if len(resolved) > 1:
+        raise SubmissionError("crs", f"site 与 facility 图层的坐标系不同（EPSG:{sorted(resolved)}）",
+                              f"the site and facility layers are in different CRSs (EPSG {sorted(resolved)})")
+    features = []
+    for role, items in ((SITE_LAYER, site), (FACILITY_LAYER, facs)):
+        for props, g in items:
+            props = dict(props)
+            if role == SITE_LAYER:
+                for k, v in extra.items():
+                    if props.get(k) in (None, ""):
+                        props[k] = v
+            props["role"] = role
+            features.append({"type": "Feature", "properties": props,
+                             "geometry": shapely.geometry.mapping(g)})
+    return submission_mod.project_from_features(features, source_srid=resolved.pop(),
+                                                storage_srid=settings.GIS_SRID)
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,7 +531,29 @@ def gather_context(site, rs: R.RuleSet) -> R.ReviewContext:
         fac = []
     ctx["facility_geoms"] = _from_wkb(fac)
     ctx["facility_kinds"] = tuple(r[0] for r in fac)
+    if rs.reach_method == "network":
+        ctx["road_network"], ctx["roads_loaded"] = _road_network(g_site, max(reach_q, fire_q))
     return R.ReviewContext(**ctx)
+
+
+def _road_network(g_site, query_m: float):
+    """(network of the roads within ``query_m`` of the site or None, whether any road is loaded).
+
+    The roads within the reach rules' query distance q suffice: a walk of length L <= q from a point
+    of the site stays within L of it, so every road on it (and the road each end snaps to, which lies
+    on it) is within q of the site, and a crossing with a road farther away is not on it. Network
+    distances up to q, hence pass / fail, are those of the whole network. Built and cached by
+    :func:`layers.services_coverage.network_cached` (one network code for coverage and review).
+    """
+    from .services_coverage import network_cached
+    if not models.Road.objects.exists():
+        return None, False
+    rows = _rows(models.Road.objects.filter(geom__dwithin=(g_site, D(m=query_m))), "pk")
+    if not rows:
+        return None, True
+    rows.sort(key=lambda r: r[0])  # a stable order: the cache key is the lines' version
+    _key, net = network_cached(_from_wkb(rows))
+    return net, True
 
 
 def review_submission(sub: Submission, *, rs: R.RuleSet | None = None) -> R.Review:
@@ -211,9 +569,10 @@ def review_submission(sub: Submission, *, rs: R.RuleSet | None = None) -> R.Revi
     return R.review(sub.project, ctx, rs)
 
 
-def review_path(path, *, srid: int | None = None) -> tuple[Submission, R.Review]:
-    """Parse and review a submission file."""
-    sub = parse_path(path, srid=srid)
+def review_path(path, *, srid: int | None = None,
+                attrs: Mapping[str, Any] | None = None) -> tuple[Submission, R.Review]:
+    """Parse and review a submission file (:func:`parse_path`)."""
+    sub = parse_path(path, srid=srid, attrs=attrs)
     return sub, review_submission(sub)
 
 

@@ -16,11 +16,14 @@ database, builds a :class:`ReviewContext` of arrays in ``GIS_SRID`` metres and c
   site, from the capacity-aware coverage engine (:func:`layers.analysis.coverage.added_demand_capacity`:
   integer max-flow for whole persons, :func:`~layers.analysis.coverage.capacitated_coverage`'s LP otherwise).
 
-Distances are straight-line in the storage CRS (``distance_method="euclidean"``); network distance
-is a rule-set setting reserved for when roads are loaded (not implemented here yet).
+Distances are straight-line in the storage CRS by default. The rule-set setting ``reach_method``
+(``"euclidean"`` default, or ``"network"``) switches the reach rules (SHELTER-REACH, FIRE-REACH) to
+road-network distance once roads are loaded (:func:`network_reach_distances`, on the coverage engine's
+:mod:`layers.analysis.network`); with no roads they fall back to straight lines and say so.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -34,9 +37,13 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import Voronoi, cKDTree
 
 from .coverage import added_demand_capacity
+from .network import RoadNetwork, network_distance_to_nearest
 
 __all__ = [
     "RULE_CODES",
+    "REACH_METHODS",
+    "NETWORK_SAMPLE_M",
+    "NETWORK_GATE_SPACING_M",
     "Rule",
     "RuleSet",
     "Check",
@@ -51,6 +58,8 @@ __all__ = [
     "area_shares",
     "shelter_spare_capacity",
     "dwithin_pairs",
+    "reach_samples",
+    "network_reach_distances",
     "check_inside_city",
     "check_district",
     "check_fac_declared",
@@ -69,6 +78,14 @@ PASS, FAIL, WARN, NA = "pass", "fail", "warn", "n/a"
 #: Rule codes in report order.
 RULE_CODES = ("LOC-INSIDE-CITY", "LOC-DISTRICT", "FAC-DECLARED", "FAC-IN-SITE", "FAC-AREA",
               "SHELTER-REACH", "SHELTER-CAPACITY", "FIRE-REACH", "LIFE-CIRCLE", "SITE-NO-SHELTER")
+
+#: ``RuleSet.reach_method`` values: straight line, or along the roads (when roads are loaded).
+REACH_METHODS = ("euclidean", "network")
+#: Spacing (m) of the site samples for network reach: boundary densified to it, plus an interior lattice.
+NETWORK_SAMPLE_M = 25.0
+#: Spacing (m) of the gates through which a polygon target (a shelter) is entered from the road; the
+#: coverage engine's ``layers.services_coverage.GATE_SPACING_M``.
+NETWORK_GATE_SPACING_M = 50.0
 
 #: Facility kinds that count as the community service facility of art. 12. ``community_service``
 #: is the submission spelling, ``community_service_centre`` the ServiceFacility kind.
@@ -154,6 +171,7 @@ class RuleSet:
     area_tolerance_m2: float = 1.0
     distance_tolerance_m: float = 0.5
     distance_method: str = "euclidean"
+    reach_method: str = "euclidean"
 
     @classmethod
     def from_settings(cls, rules: Mapping[str, Any]) -> "RuleSet":
@@ -164,7 +182,8 @@ class RuleSet:
         ``fire_response_distance_m``; optional ``shelter_reach_m`` (default: the emergency service
         distance), ``fire_station_kinds``, ``community_service_kinds``, ``life_circle_m`` (kind -> m),
         ``facility_outside_tolerance_m``, ``area_tolerance_m2``, ``distance_tolerance_m``,
-        ``distance_method`` (only ``"euclidean"`` so far).
+        ``distance_method`` (only ``"euclidean"`` so far), ``reach_method`` (``"euclidean"`` default or
+        ``"network"``: SHELTER-REACH and FIRE-REACH along the roads once roads are loaded).
         """
         r = dict(rules)
         if not r.get("version"):
@@ -187,7 +206,11 @@ class RuleSet:
             kw["shelter_reach_m"] = float(r["shelter_service_distance_m"]["emergency"])
         if "distance_method" in r:
             kw["distance_method"] = str(r["distance_method"])
+        if "reach_method" in r:
+            kw["reach_method"] = str(r["reach_method"])
         rs = cls(**kw)
+        if rs.reach_method not in REACH_METHODS:
+            raise ValueError(f"reach_method {rs.reach_method!r} must be one of {', '.join(REACH_METHODS)}")
         if rs.distance_method != "euclidean":
             raise ValueError(f"distance_method {rs.distance_method!r} is not implemented; use 'euclidean'")
         for name in ("persons_per_household", "facility_area_m2_per_100_households",
@@ -238,6 +261,7 @@ class RuleSet:
             "fire_station_kinds": list(self.fire_station_kinds),
             "life_circle_m": dict(self.life_circle_m), "area_tolerance_m2": self.area_tolerance_m2,
             "distance_tolerance_m": self.distance_tolerance_m, "distance_method": self.distance_method,
+            "reach_method": self.reach_method,
         }
 
 
@@ -246,7 +270,11 @@ class RuleSet:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class Check:
-    """The outcome of one rule. ``evidence`` is a shapely geometry in the storage CRS or None."""
+    """The outcome of one rule. ``evidence`` is a shapely geometry in the storage CRS or None.
+
+    ``method`` is the distance method a reach check used (``"network"`` or ``"euclidean"``) when the rule
+    set asks for road-network reach; None otherwise (and then absent from :meth:`as_dict`).
+    """
 
     code: str
     status: str
@@ -257,13 +285,18 @@ class Check:
     message_en: str
     basis: str
     evidence: Any = None
+    method: str | None = None
 
     def as_dict(self, lang: str = "zh") -> dict[str, Any]:
-        """``{code, status, value, required, unit, message, basis}`` (the command contract)."""
-        return {"code": self.code, "status": self.status, "value": _jsonable(self.value),
-                "required": _jsonable(self.required), "unit": self.unit,
-                "message": self.message_en if lang.startswith("en") else self.message_zh,
-                "basis": self.basis}
+        """``{code, status, value, required, unit, message, basis}`` (the command contract), plus
+        ``method`` for a reach check under ``reach_method="network"``."""
+        out = {"code": self.code, "status": self.status, "value": _jsonable(self.value),
+               "required": _jsonable(self.required), "unit": self.unit,
+               "message": self.message_en if lang.startswith("en") else self.message_zh,
+               "basis": self.basis}
+        if self.method is not None:
+            out["method"] = self.method
+        return out
 
 
 def _jsonable(v):
@@ -280,11 +313,11 @@ def _jsonable(v):
 
 
 def _check(rs: RuleSet, code: str, status: str, value, required, zh: str, en: str,
-           evidence=None, unit: str | None = None) -> Check:
+           evidence=None, unit: str | None = None, method: str | None = None) -> Check:
     rule = rs.rule(code)
     if evidence is not None and getattr(evidence, "is_empty", False):
         evidence = None
-    return Check(code, status, value, required, unit or rule.unit, zh, en, rule.basis, evidence)
+    return Check(code, status, value, required, unit or rule.unit, zh, en, rule.basis, evidence, method)
 
 
 @dataclass(frozen=True)
@@ -338,6 +371,11 @@ class ReviewContext:
     districts given. Shelters, fire stations and facilities need only those within reach (the
     service fetches them with spatial-index queries). ``demand_xy``/``demand_pop`` are the demand
     points (grid representative points with their population) for the capacity LP.
+
+    ``road_network`` (a :class:`layers.analysis.network.RoadNetwork` of the roads near the site) and
+    ``roads_loaded`` serve ``reach_method="network"``: no network and ``roads_loaded`` false means no
+    roads at all, so the reach rules use straight lines; ``roads_loaded`` true without a network means
+    roads exist but none near the site (a network implies ``roads_loaded``).
     """
 
     districts: Areas = field(default_factory=Areas)
@@ -353,8 +391,11 @@ class ReviewContext:
     facility_kinds: tuple[str, ...] = ()
     demand_xy: NDArray[np.float64] = field(default_factory=lambda: np.empty((0, 2)))
     demand_pop: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    road_network: RoadNetwork | None = None
+    roads_loaded: bool | None = None
 
     def __post_init__(self):
+        object.__setattr__(self, "roads_loaded", bool(self.roads_loaded) or self.road_network is not None)
         for name in ("shelter_geoms", "fire_geoms", "facility_geoms"):
             object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=object).reshape(-1))
         object.__setattr__(self, "shelter_capacity",
@@ -964,24 +1005,173 @@ def _reach_check(code: str, site, targets, radius_m: float, rs: RuleSet, what_zh
                   f" at most {radius_m:.0f} m allowed", evidence=evidence)
 
 
-def check_shelter_reach(site, shelter_geoms: ArrayLike, rs: RuleSet) -> Check:
+# --------------------------------------------------------------------------------------------
+# reach along the roads (reach_method="network")
+# --------------------------------------------------------------------------------------------
+def reach_samples(site, spacing_m: float = NETWORK_SAMPLE_M) -> NDArray[np.float64]:
+    """Sample points of a site for network reach: its boundary densified so that no two consecutive
+    vertices are more than ``spacing_m`` apart (the vertices kept), plus a lattice of spacing
+    ``spacing_m`` (offset half a step from the site's bounding box) inside it.
+
+    Returns
+    -------
+    (n, 2) array of float
+        Distinct points, sorted (x, then y).
+
+    Examples
+    --------
+    A 50 m x 25 m site at 25 m: six boundary points and the two lattice points inside.
+
+    >>> reach_samples(shapely.box(0, 0, 50, 25)).tolist()
+    [[0.0, 0.0], [0.0, 25.0], [12.5, 12.5], [25.0, 0.0], [25.0, 25.0], [37.5, 12.5], [50.0, 0.0], [50.0, 25.0]]
+    """
+    if not spacing_m > 0:
+        raise ValueError("spacing_m must be > 0")
+    bxy = shapely.get_coordinates(shapely.segmentize(shapely.boundary(site), spacing_m))
+    x0, y0, x1, y1 = site.bounds
+    xs = np.arange(x0 + spacing_m / 2.0, x1, spacing_m)
+    ys = np.arange(y0 + spacing_m / 2.0, y1, spacing_m)
+    gx, gy = np.meshgrid(xs, ys, indexing="ij")
+    lat = np.column_stack([gx.ravel(), gy.ravel()])
+    if len(lat):
+        # shapely.contains on points, not contains_xy (see _farthest_on_samples)
+        shapely.prepare(site)
+        lat = lat[shapely.contains(site, shapely.points(lat))]
+    return np.unique(np.vstack([bxy[:, :2], lat]), axis=0)
+
+
+def _entry_points(targets: NDArray[np.object_], gate_spacing_m: float) -> NDArray[np.float64]:
+    """Where targets are reached from the road: points themselves; the boundary of an area (or a
+    line) sampled every ``gate_spacing_m`` (as the coverage engine's gates)."""
+    tid = shapely.get_type_id(targets)
+    pts = np.isin(tid, (0, 4))
+    out = [shapely.get_coordinates(targets[pts])] if pts.any() else []
+    if (~pts).any():
+        other = targets[~pts]
+        area = shapely.area(other) > 0
+        shapes = np.where(area, shapely.boundary(other), other)
+        out.append(shapely.get_coordinates(shapely.segmentize(shapes, gate_spacing_m)))
+    return np.unique(np.vstack(out)[:, :2], axis=0) if out else np.zeros((0, 2))
+
+
+def network_reach_distances(site, targets: ArrayLike, network: RoadNetwork | None, *,
+                            sample_m: float = NETWORK_SAMPLE_M,
+                            gate_spacing_m: float = NETWORK_GATE_SPACING_M
+                            ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Walking distance along the roads from each sample of the site to the nearest target.
+
+    The samples are :func:`reach_samples`; a point target is entered at itself, an area target
+    (a shelter) at gates on its boundary every ``gate_spacing_m``, and a sample inside an area target
+    has distance 0 -- the rules of the coverage engine (``layers.services_coverage.cover_network``).
+    Distances are :func:`layers.analysis.network.network_distance_to_nearest`: access leg from the
+    sample to its nearest road, along the roads, access leg to the gate (one Dijkstra run).
+
+    Parameters
+    ----------
+    site : shapely Polygon or MultiPolygon
+    targets : (n,) array of shapely geometries
+    network : RoadNetwork or None
+        None: no road reaches the site area; every sample outside the targets gets ``inf``.
+
+    Returns
+    -------
+    sample_xy : (m, 2) array of float
+    distance_m : (m,) array of float
+        ``inf`` where no target can be reached.
+
+    Examples
+    --------
+    A road along y = 0; a station 5 m north of it at x = 0; a 20 m square site 10 m north of the road
+    at x = 100..120. Its farthest sample (x = 120, y = 30) walks 30 + 120 + 5 = 155 m.
+
+    >>> from layers.analysis.network import build_network
+    >>> net = build_network([shapely.LineString([(0, 0), (200, 0)])])
+    >>> xy, d = network_reach_distances(shapely.box(100, 10, 120, 30), [shapely.Point(0, 5)], net)
+    >>> float(d.max()), xy[np.argmax(d)].tolist()
+    (155.0, [120.0, 30.0])
+    """
+    xy = reach_samples(site, sample_m)
+    t = np.asarray(targets, dtype=object).reshape(-1)
+    t = t[~(shapely.is_missing(t) | shapely.is_empty(t))] if t.size else t
+    d = np.full(len(xy), np.inf)
+    if t.size == 0:
+        return xy, d
+    if network is not None and network.n_edges:
+        d = network_distance_to_nearest(network, _entry_points(t, gate_spacing_m), xy)
+    areal = t[shapely.area(t) > 0]
+    if areal.size:  # inside a target area: reached without a road
+        u = shapely.union_all(areal)
+        shapely.prepare(u)
+        d[shapely.intersects(u, shapely.points(xy))] = 0.0
+    return xy, d
+
+
+def _network_reach_check(code: str, site, targets, radius_m: float, rs: RuleSet, what_zh: str,
+                         what_en: str, network: RoadNetwork | None) -> Check:
+    t = np.asarray(targets, dtype=object).reshape(-1)
+    if t.size:  # as the euclidean check: a road walk is never shorter than the straight line
+        x0, y0, x1, y1 = site.bounds
+        q = max(2.0 * radius_m, radius_m + math.hypot(x1 - x0, y1 - y0))
+        t = t[shapely.dwithin(t, site, q)]
+    if t.size == 0:
+        return _check(rs, code, FAIL, None, radius_m, f"{radius_m:.0f} 米范围内没有{what_zh}",
+                      f"no {what_en} within {radius_m:.0f} m", evidence=site, method="network")
+    xy, d = network_reach_distances(site, t, network)
+    worst = float(d.max())
+    bad = d > radius_m * (1.0 + 1e-12)
+    ok = not bad.any()
+    evidence = None if ok else shapely.MultiPoint(xy[bad])
+    n_bad, n = int(bad.sum()), len(d)
+    if not math.isfinite(worst):
+        return _check(rs, code, FAIL, None, radius_m,
+                      f"按道路距离：项目用地有 {n_bad}/{n} 个采样点无法沿道路到达{what_zh}，要求不超过 {radius_m:.0f} 米",
+                      f"by road: {n_bad} of {n} sample points of the site cannot reach a {what_en} along the"
+                      f" roads; at most {radius_m:.0f} m allowed", evidence=evidence, method="network")
+    tail_zh = "" if ok else f"，{n_bad}/{n} 个采样点超出"
+    tail_en = "" if ok else f"; {n_bad} of {n} sample points beyond"
+    return _check(rs, code, PASS if ok else FAIL, round(worst, 2), radius_m,
+                  f"按道路距离，项目用地最远采样点距最近{what_zh} {_fmt(worst)} 米，要求不超过 {radius_m:.0f} 米"
+                  + tail_zh,
+                  f"by road, the farthest sample point of the site is {_fmt(worst)} m from the nearest"
+                  f" {what_en}; at most {radius_m:.0f} m allowed" + tail_en, evidence=evidence, method="network")
+
+
+def _reach(code: str, site, targets, radius_m: float, rs: RuleSet, what_zh: str, what_en: str,
+           network: RoadNetwork | None, roads_loaded: bool | None) -> Check:
+    """The reach check by the rule set's ``reach_method`` (euclidean unchanged by default)."""
+    if rs.reach_method != "network":
+        return _reach_check(code, site, targets, radius_m, rs, what_zh, what_en)
+    if not (roads_loaded or network is not None):
+        c = _reach_check(code, site, targets, radius_m, rs, what_zh, what_en)
+        return dataclasses.replace(c, method="euclidean",
+                                   message_zh=c.message_zh + "（未加载道路，按直线距离计算）",
+                                   message_en=c.message_en + " (no roads loaded: straight-line distance)")
+    return _network_reach_check(code, site, targets, radius_m, rs, what_zh, what_en, network)
+
+
+def check_shelter_reach(site, shelter_geoms: ArrayLike, rs: RuleSet, *, network: RoadNetwork | None = None,
+                        roads_loaded: bool | None = None) -> Check:
     """SHELTER-REACH: every point of the site within ``rs.shelter_reach_m`` of a shelter site.
 
     Value: the farthest distance (m) from a point of the site to the nearest shelter polygon
     (:func:`farthest_distance`); evidence: the uncovered part (site minus the union of the reach
-    buffers) when it fails.
+    buffers) when it fails. With ``rs.reach_method == "network"`` and roads loaded (``network``,
+    ``roads_loaded``; see :class:`ReviewContext`): the largest road distance over the site's samples
+    (:func:`network_reach_distances`), the samples beyond reach as evidence, ``method="network"``.
     """
-    return _reach_check("SHELTER-REACH", site, shelter_geoms, rs.shelter_reach_m, rs, "应急避难场所",
-                        "emergency shelter")
+    return _reach("SHELTER-REACH", site, shelter_geoms, rs.shelter_reach_m, rs, "应急避难场所",
+                  "emergency shelter", network, roads_loaded)
 
 
-def check_fire_reach(site, fire_geoms: ArrayLike, fire_kinds: Sequence[str], rs: RuleSet) -> Check:
-    """FIRE-REACH: every point of the site within the response distance of a community micro station."""
+def check_fire_reach(site, fire_geoms: ArrayLike, fire_kinds: Sequence[str], rs: RuleSet, *,
+                     network: RoadNetwork | None = None, roads_loaded: bool | None = None) -> Check:
+    """FIRE-REACH: every point of the site within the response distance of a community micro station
+    (by road as :func:`check_shelter_reach` under ``reach_method="network"``)."""
     g = np.asarray(fire_geoms, dtype=object).reshape(-1)
     mask = np.isin(np.asarray(fire_kinds, dtype=object), list(rs.fire_station_kinds)) if g.size \
         else np.zeros(0, bool)
-    return _reach_check("FIRE-REACH", site, g[mask], rs.fire_response_distance_m, rs, "社区微型消防站",
-                        "community micro fire station")
+    return _reach("FIRE-REACH", site, g[mask], rs.fire_response_distance_m, rs, "社区微型消防站",
+                  "community micro fire station", network, roads_loaded)
 
 
 def check_shelter_capacity(project: Project, ctx: ReviewContext, rs: RuleSet) -> Check:
@@ -1066,9 +1256,11 @@ def review(project: Project, ctx: ReviewContext, rs: RuleSet) -> Review:
         check_fac_declared(project, rs),
         check_fac_in_site(project, rs),
         check_fac_area(project, rs),
-        check_shelter_reach(site, ctx.shelter_geoms, rs),
+        check_shelter_reach(site, ctx.shelter_geoms, rs, network=ctx.road_network,
+                            roads_loaded=ctx.roads_loaded),
         check_shelter_capacity(project, ctx, rs),
-        check_fire_reach(site, ctx.fire_geoms, ctx.fire_kinds, rs),
+        check_fire_reach(site, ctx.fire_geoms, ctx.fire_kinds, rs, network=ctx.road_network,
+                         roads_loaded=ctx.roads_loaded),
         check_life_circle(site, fac_g, fac_k, rs),
         check_site_no_shelter(site, ctx.shelter_geoms, rs),
     )

@@ -574,3 +574,191 @@ def test_spare_capacity_same_as_the_lp(seed):
                                   scipy.sparse.vstack([cover, row]).tocsr(), cap)
     assert res.spare_persons == round(with_p.population_served - base.population_served)
     assert res.population_served == pytest.approx(base.population_served, abs=1e-6)
+
+
+# ------------------------------------------------------------------ reach along the roads
+from layers.analysis.network import build_network  # noqa: E402
+
+NET_RS = R.RuleSet.from_settings({**SETTINGS, "reach_method": "network"})
+
+# A U-shaped road: out along y = 0 from the shelter's gate at x = 0 to x = 400, up to y = 60 and back
+# to x = 0. A 20 m site at x 0..20, y 70..90 is 60 m from the shelter in a straight line, but its
+# farthest corner (0, 90) walks 30 (to the road end (0, 60)) + 400 + 60 + 400 + 10 (from the road
+# at (0, 0) to the shelter's gate (0, 10), its nearest corner) = 900 m by road.
+U_ROAD = [shapely.LineString([(0, 0), (400, 0), (400, 60), (0, 60)])]
+U_SHELTER = shapely.box(-20, -10, 0, 10)
+U_SITE = shapely.MultiPolygon([shapely.box(0, 70, 20, 90)])
+
+
+def test_reach_method_setting():
+    assert RS.reach_method == "euclidean" and RS.as_dict()["reach_method"] == "euclidean"
+    assert NET_RS.reach_method == "network"
+    with pytest.raises(ValueError):
+        R.RuleSet.from_settings({**SETTINGS, "reach_method": "manhattan"})
+
+
+def test_reach_samples_spacing_and_inside():
+    site = shapely.Polygon([(0, 0), (130, 0), (130, 40), (60, 40), (60, 90), (0, 90)])  # an L
+    xy = R.reach_samples(site, 25.0)
+    pts = shapely.points(xy)
+    assert shapely.intersects(site, pts).all()  # inside or on the boundary
+    # every point of the site is within 25 / sqrt(2) m of a sample (lattice) or on a <= 25 m boundary step
+    probe = shapely.get_coordinates(shapely.segmentize(site.boundary, 1.0))
+    gx, gy = np.meshgrid(np.arange(0.5, 130, 3.0), np.arange(0.5, 90, 3.0))
+    grid = np.column_stack([gx.ravel(), gy.ravel()])
+    grid = grid[shapely.contains(site, shapely.points(grid))]
+    from scipy.spatial import cKDTree
+    dist, _ = cKDTree(xy).query(np.vstack([probe, grid]))
+    assert dist.max() <= 25.0 / math.sqrt(2) + 1e-9
+    # the boundary steps are at most 25 m
+    ring = site.exterior
+    on = xy[shapely.distance(ring, pts) < 1e-9]
+    assert len(on) >= math.ceil(ring.length / 25.0)
+
+
+def test_network_reach_fails_where_straight_line_passes():
+    net = build_network(U_ROAD)
+    eu = R.check_shelter_reach(U_SITE, [U_SHELTER], RS)
+    # straight line: the corner (20, 90) to the shelter's corner (0, 10)
+    assert eu.status == "pass" and eu.value == pytest.approx(np.hypot(20, 80), abs=0.01) and eu.method is None
+    assert "method" not in eu.as_dict()
+    c = R.check_shelter_reach(U_SITE, [U_SHELTER], NET_RS, network=net)
+    assert c.status == "fail" and c.value == pytest.approx(900.0, abs=1e-6) and c.method == "network"
+    assert "by road" in c.message_en and "道路" in c.message_zh
+    assert c.as_dict()["method"] == "network"
+    # evidence: the samples beyond 500 m, i.e. all of them (the nearest walks 20 + 20 + 860 > 500)
+    ev = shapely.get_coordinates(c.evidence)
+    assert len(ev) == len(R.reach_samples(U_SITE)) and [0.0, 90.0] in ev.tolist()
+    # the threshold decides on the value: 900 passes at 900 m, fails at 899 m
+    rs900 = R.RuleSet.from_settings({**SETTINGS, "reach_method": "network", "shelter_reach_m": 900.0})
+    assert R.check_shelter_reach(U_SITE, [U_SHELTER], rs900, network=net).status == "pass"
+    rs899 = R.RuleSet.from_settings({**SETTINGS, "reach_method": "network", "shelter_reach_m": 899.0})
+    c = R.check_shelter_reach(U_SITE, [U_SHELTER], rs899, network=net)
+    assert c.status == "fail" and [0.0, 90.0] in shapely.get_coordinates(c.evidence).tolist()
+    # a short cut from (10, 60) to (10, 0): the corners (0, 90) and (20, 90) walk 30 + 10 + 60 + 10 + 10
+    cut = build_network(U_ROAD + [shapely.LineString([(10, 60), (10, 0)])])
+    c = R.check_shelter_reach(U_SITE, [U_SHELTER], NET_RS, network=cut)
+    assert c.status == "pass" and c.value == pytest.approx(120.0, abs=1e-6)
+
+
+def test_network_reach_fire_station_point_and_inside_shelter():
+    net = build_network(U_ROAD)
+    # a micro station beside the road end at (0, 65): the corner (20, 70) walks 10 + 20 + 5 = 35 m;
+    # the farthest sample is (20, 90): 30 + 20 + 5 = 55 m
+    c = R.check_fire_reach(U_SITE, [shapely.Point(0, 65), shapely.Point(5000, 0)],
+                           ("community_micro", "community_micro"), NET_RS, network=net)
+    assert c.status == "pass" and c.value == pytest.approx(55.0, abs=1e-6)
+    # other kinds do not count
+    c = R.check_fire_reach(U_SITE, [shapely.Point(0, 65)], ("standard",), NET_RS, network=net)
+    assert c.status == "fail" and c.value is None and c.method == "network"
+    # a site inside a shelter polygon is reached without a road
+    big = shapely.box(-10, 60, 40, 100)
+    xy, d = R.network_reach_distances(U_SITE, [big], net)
+    assert (d == 0).all()
+
+
+def test_network_reach_without_roads_falls_back_and_says_so():
+    c = R.check_shelter_reach(U_SITE, [U_SHELTER], NET_RS)  # no network, no roads loaded
+    assert c.status == "pass" and c.method == "euclidean" and "no roads loaded" in c.message_en
+    assert c.value == pytest.approx(np.hypot(20, 80), abs=0.01) and "直线" in c.message_zh
+    # roads loaded, but none near the site: nothing reachable by road
+    c = R.check_shelter_reach(U_SITE, [U_SHELTER], NET_RS, network=None, roads_loaded=True)
+    assert c.status == "fail" and c.value is None and c.method == "network"
+    # the review passes the context's network on
+    ctx = good_context()
+    p = project(households=100, facilities=[fac(shapely.Point(50, 50), 30.0)])
+    rv = R.review(p, ctx, NET_RS)
+    assert rv.check("SHELTER-REACH").method == "euclidean" and rv.check("FIRE-REACH").method == "euclidean"
+    roads = [shapely.LineString([(-1000, 110), (1000, 110)])]
+    rv = R.review(p, R.ReviewContext(**{**ctx.__dict__, "road_network": build_network(roads)}), NET_RS)
+    assert rv.check("SHELTER-REACH").method == "network" and rv.check("FIRE-REACH").method == "network"
+    assert rv.check("LIFE-CIRCLE").method is None
+
+
+def _nx_reach(lines, site, targets, gate_m=R.NETWORK_GATE_SPACING_M):
+    """Independent network reach: networkx Dijkstra over the road segments, brute-force snapping."""
+    import networkx as nx
+    segs = []
+    for ln in lines:
+        c = np.asarray(ln.coords)
+        segs += [(tuple(c[i]), tuple(c[i + 1])) for i in range(len(c) - 1)]
+    g = nx.Graph()
+    for a, b in segs:
+        g.add_edge(a, b, weight=math.dist(a, b))
+    seg_geoms = np.array([shapely.LineString(s) for s in segs], dtype=object)
+
+    def snap(p):
+        d = shapely.distance(seg_geoms, shapely.Point(p))
+        k = int(np.argmin(d))
+        a, b = segs[k]
+        t = shapely.line_locate_point(seg_geoms[k], shapely.Point(p))
+        return k, float(d[k]), t, math.dist(a, b)
+
+    gates = []
+    for tg in targets:
+        if tg.geom_type == "Point":
+            gates.append(tuple(tg.coords[0]))
+        else:
+            gates += [tuple(c) for c in shapely.get_coordinates(shapely.segmentize(tg.boundary, gate_m))]
+    gsnap = [snap(q) for q in gates]
+    # multi-source Dijkstra from the gates' edge ends
+    src = {}
+    for k, acc, t, ln in gsnap:
+        a, b = segs[k]
+        src[a] = min(src.get(a, np.inf), acc + t)
+        src[b] = min(src.get(b, np.inf), acc + ln - t)
+    g.add_node("S")
+    for node, w in src.items():
+        g.add_edge("S", node, weight=w)
+    dist = nx.single_source_dijkstra_path_length(g, "S")
+    xy = R.reach_samples(site)
+    out = []
+    areal = [tg for tg in targets if tg.area > 0]
+    for p in xy:
+        if any(tg.intersects(shapely.Point(p)) for tg in areal):
+            out.append(0.0)
+            continue
+        k, acc, t, ln = snap(p)
+        a, b = segs[k]
+        best = min(dist.get(a, np.inf) + t, dist.get(b, np.inf) + ln - t)
+        for k2, acc2, t2, _ in gsnap:
+            if k2 == k:
+                best = min(best, abs(t - t2) + acc2)
+        out.append(acc + best)
+    return xy, np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_network_reach_matches_networkx(seed):
+    rng = np.random.default_rng(seed)
+    # a 6 x 6 lattice of 100 m streets with a third of the blocks' sides missing, nodes jittered
+    n, step = 6, 100.0
+    node = {(i, j): (i * step + rng.uniform(-15, 15), j * step + rng.uniform(-15, 15))
+            for i in range(n) for j in range(n)}
+    lines = []
+    for i in range(n):
+        for j in range(n):
+            for di, dj in ((1, 0), (0, 1)):
+                if i + di < n and j + dj < n and rng.random() > 0.33:
+                    lines.append(shapely.LineString([node[i, j], node[i + di, j + dj]]))
+    x0, y0 = rng.uniform(80, 300, 2)
+    site = shapely.MultiPolygon([shapely.box(x0, y0, x0 + rng.uniform(30, 150), y0 + rng.uniform(30, 150))])
+    targets = [shapely.Point(*rng.uniform(0, 500, 2)) for _ in range(3)]
+    sx, sy = rng.uniform(0, 450, 2)
+    targets.append(shapely.box(sx, sy, sx + 40, sy + 30))
+    net = build_network(lines, snap_tol_m=0.0)
+    xy, d = R.network_reach_distances(site, targets, net)
+    xy2, d2 = _nx_reach(lines, site, targets)
+    assert np.array_equal(xy, xy2)
+    finite = np.isfinite(d2)
+    assert np.array_equal(np.isfinite(d), finite)
+    np.testing.assert_allclose(d[finite], d2[finite], rtol=1e-9, atol=1e-6)
+    c = R.check_fire_reach(site, targets[:3], ["community_micro"] * 3, NET_RS, network=net)
+    _, d3 = _nx_reach(lines, site, targets[:3])
+    want = float(d3.max())
+    if math.isfinite(want):
+        assert c.value == pytest.approx(want, abs=0.01)
+        assert c.status == ("pass" if want <= 500 else "fail")
+    # never shorter than the straight line (no merged ends: snap_tol_m = 0)
+    eu = shapely.distance(shapely.union_all(targets), shapely.points(xy))
+    assert (d >= eu - 1e-6).all()
