@@ -1,22 +1,28 @@
 """The coverage page (issue 5): choose kind, level, distance, method, capacity; see the result on a map.
 
-Thin: the form is parsed here, the run is ``layers.services_coverage.coverage_compute`` (the same path
-as ``manage.py coverage``), and a run is shown from its recorded Job, so a result page is a permanent,
-shareable record (POST runs, then redirects to the Job's page). Exports read the Job's stored figures.
+Thin: the form is parsed and checked here (``coverage_check``: bad input is shown on the form and
+records nothing), then the run is queued as a Job for the background worker, like the API does
+(``gisportal.tasks``; the task calls ``layers.services_coverage.coverage_compute``, the same path as
+``manage.py coverage``). The browser goes to the job's status page (progress, cancel), which follows on
+to the result page when the job is done. A run is shown from its recorded Job, so a result page is a
+permanent, shareable record. Exports (GeoJSON, CSV, JSON, GeoPackage, a PDF summary) read the Job's
+stored figures.
 """
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import folium
 from django import forms
 from django.core.exceptions import PermissionDenied
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.templatetags.static import static
 from django.urls import path, reverse
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _g
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.clickjacking import xframe_options_sameorigin
@@ -25,9 +31,11 @@ from django.views.decorators.http import require_GET, require_http_methods
 from layers import models, services_coverage as svc
 from layers.registry import LAYERS
 
+from . import tasks
 from .mapping import SafeGeoJsonTooltip, make_map, render_map_html, safe_tooltip
 from .maps import basemap_setting
 from .permissions import can_run_analysis
+from .views_jobs import job_wait_redirect
 
 PERMISSION = "layers.view_shelter"
 
@@ -42,7 +50,8 @@ class CoverageForm(forms.Form):
         choices=[("", _("全部类型"))] + list(models.FireStation.Kind.choices)
         + [c for c in models.ServiceFacility.Kind.choices])
     radius_m = forms.FloatField(label=_("服务半径（米）"), required=False, min_value=0,
-                                help_text=_("留空则按规则：避难场所按级别，消防站 500 米，生活圈设施按类型"))
+                                help_text=_("留空则按设施自身设定的服务半径，未设定的按规则：避难场所按级别，消防站 500 米，"
+                                            "生活圈设施按类型；填写则对全部设施生效"))
     method = forms.ChoiceField(label=_("距离"), initial="euclidean",
                                choices=[("euclidean", _("直线距离")), ("network", _("沿道路"))])
     demand = forms.ChoiceField(label=_("人口"), initial="raster",
@@ -80,22 +89,24 @@ def _job(pk: int) -> models.Job:
 @permission_required(PERMISSION, raise_exception=True)
 @require_http_methods(["GET", "POST"])
 def coverage_page(request: HttpRequest) -> HttpResponse:
-    """GET: the form (and the latest runs); POST: run, then show the recorded result."""
+    """GET: the form (and the latest runs); POST: check, queue the run, then follow its progress."""
     if request.method == "POST" and not can_run_analysis(request.user):
         raise PermissionDenied  # viewing runs: view_shelter; running them: emergency officials, admins
     if request.method == "POST":
         form = CoverageForm(request.POST)
         if form.is_valid():
             d = form.cleaned_data
+            params = {"kind": d["kind"], "radius_m": d["radius_m"], "level": d["level"] or None,
+                      "facility_kind": d["facility_kind"] or None, "method": d["method"], "demand": d["demand"],
+                      "capacity": bool(d["capacity"])}
             try:
-                doc = svc.coverage_compute(
-                    kind=d["kind"], radius_m=d["radius_m"], level=d["level"] or None,
-                    facility_kind=d["facility_kind"] or None, method=d["method"], demand=d["demand"],
-                    capacity=bool(d["capacity"]), user=request.user)
+                svc.coverage_check(**params)
             except svc.CoverageInputError as exc:
                 form.add_error(None, exc.message(_lang()))
             else:
-                return redirect("coverage_result", pk=doc["job_id"])
+                job = tasks.job_queue(models.Job.Kind.COVERAGE, params, user=request.user)
+                tasks.job_enqueue(job)
+                return job_wait_redirect(job)
     else:
         form = CoverageForm()
     return render(request, "coverage/page.html", {"form": form, "recent": _recent()})
@@ -119,10 +130,12 @@ def coverage_result(request: HttpRequest, pk: int) -> HttpResponse:
                                  "capacity": p.get("capacity")})
     facilities = sorted(doc["facilities"], key=lambda f: -(f["load"] if f["load"] is not None else f["served"]))
     radius = doc["radius_m"]
+    radius_text = f"{radius:g}" if isinstance(radius, (int, float)) else "，".join(f"{k} {v:g}" for k, v in radius.items())
+    if doc.get("facility_radius_overrides"):
+        radius_text += _g("（%(n)s 个设施单独设定）") % {"n": doc["facility_radius_overrides"]}
     ctx = {
         "form": form, "job": job, "doc": doc, "recent": _recent(),
-        "radius_text": f"{radius:g}" if isinstance(radius, (int, float)) else
-        "，".join(f"{k} {v:g}" for k, v in radius.items()),
+        "radius_text": radius_text,
         "uncovered": doc["population_total"] - doc["population_covered"],
         "has_capacity": "population_served" in doc,
         "facilities_top": facilities[:25], "n_facilities": len(facilities),
@@ -133,7 +146,8 @@ def coverage_result(request: HttpRequest, pk: int) -> HttpResponse:
                         (_g("网格 GeoJSON"), "geojson", ""), (_g("设施 GeoJSON"), "geojson", "?layer=facilities"),
                         (_g("网格 CSV"), "csv", ""), (_g("设施 CSV"), "csv", "?layer=facilities"),
                         (_g("街道 CSV"), "csv", "?layer=streets"), (_g("社区 CSV"), "csv", "?layer=communities"),
-                        (_g("完整结果 JSON"), "json", "")]],
+                        (_g("完整结果 JSON"), "json", ""),
+                        (_g("GeoPackage（网格和设施两个图层）"), "gpkg", ""), (_g("PDF 摘要报告"), "pdf", "")]],
     }
     return render(request, "coverage/page.html", ctx)
 
@@ -234,7 +248,8 @@ def coverage_map(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def coverage_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     """``geojson`` (grids, or ``?layer=facilities``; EPSG:4326), ``csv`` (grids, facilities, districts,
-    streets, communities) or ``json`` (the whole result document)."""
+    streets, communities), ``json`` (the whole result document), ``gpkg`` (layers ``grids`` and
+    ``facilities`` in one GeoPackage, EPSG:4326 like the layer exports) or ``pdf`` (an A4 summary)."""
     job = _job(pk)
     doc = job.result
     layer = request.GET.get("layer", "grids")
@@ -255,6 +270,18 @@ def coverage_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
         resp = JsonResponse({"job": {"id": job.pk, "params": job.params, "data_version": job.data_version,
                                      "created_at": job.created_at.isoformat()}, "result": doc},
                             json_dumps_params={"ensure_ascii": False})
+    elif fmt == "gpkg":
+        name = f"coverage-{job.pk}"
+        with tempfile.TemporaryDirectory(prefix="gisportal-coverage-") as tmp:  # mode 0700
+            out = Path(tmp) / f"{name}.gpkg"
+            svc.result_gpkg(doc, out)
+            resp = HttpResponse(out.read_bytes(), content_type="application/geopackage+sqlite3")
+    elif fmt == "pdf":
+        name = f"coverage-{job.pk}"
+        when = timezone.localtime(job.finished_at or job.created_at).strftime("%Y-%m-%d %H:%M")
+        pdf = svc.result_pdf(doc, job_id=job.pk, created_at=when, user=job.user.username if job.user else "",
+                             data_version=job.data_version, lang=_lang())
+        resp = HttpResponse(pdf, content_type="application/pdf")
     else:
         raise Http404(_g("未知的导出格式"))
     resp["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'

@@ -3,6 +3,11 @@
 Thin: an export is a queued Job run by the background worker (``gisportal.tasks``, the same path as the
 API); the status page refreshes itself while the job runs (a meta refresh, no script), and offers the
 file when it is done. A field worker only ever gets their own grids (``services_export`` enforces it).
+
+Pages that queue an analysis (coverage, siting) redirect with :func:`job_wait_redirect`: the status page
+with ``?follow=1``, which shows progress (and cancel) while the job runs and, once it is done, redirects
+to the job's result page (:data:`RESULT_PAGES`); a failed job stays on the status page with its error
+and a link back to the form.
 """
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import path
+from django.urls import NoReverseMatch, path, reverse
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -67,13 +72,52 @@ def _visible_job(request, pk: int) -> models.Job:
     return get_object_or_404(jobs_visible(request.user), pk=pk)
 
 
+#: Job kinds with a page of their own: kind -> (result URL name taking ``pk``, form URL name).
+RESULT_PAGES = {models.Job.Kind.COVERAGE: ("coverage_result", "coverage"),
+                models.Job.Kind.SITING: ("siting_result", "siting")}
+
+
+def _url(name: str, **kwargs) -> str | None:
+    try:
+        return reverse(name, kwargs=kwargs or None)
+    except NoReverseMatch:  # a test URLconf without that page
+        return None
+
+
+def job_result_url(job: models.Job) -> str | None:
+    """The result page of a finished coverage or siting job (None for other kinds or unfinished jobs)."""
+    if job.kind not in RESULT_PAGES or job.status != models.Job.Status.DONE or not job.result:
+        return None
+    return _url(RESULT_PAGES[job.kind][0], pk=job.pk)
+
+
+def job_wait_redirect(job: models.Job) -> HttpResponse:
+    """Send the browser to the job's status page, which follows on to the result page once the job is
+    done (``?follow=1``). For pages that queue a job instead of running it in the request."""
+    return redirect(reverse("job_detail", kwargs={"pk": job.pk}) + "?follow=1")
+
+
 @login_required
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = _visible_job(request, pk)
     running = job.status in (models.Job.Status.QUEUED, models.Job.Status.RUNNING)
+    result_url = job_result_url(job)
+    if result_url and request.GET.get("follow") == "1":
+        return redirect(result_url)
+    form_url = _url(RESULT_PAGES[job.kind][1]) if job.kind in RESULT_PAGES else None
     return render(request, "jobs/detail.html", {"job": job, "running": running,
                                                 "percent": round(100 * job.progress),
-                                                "can_cancel": running and can_cancel_job(request.user, job)})
+                                                "can_cancel": running and can_cancel_job(request.user, job),
+                                                "result_url": result_url, "form_url": form_url,
+                                                "error_text": _error_text(job)})
+
+
+def _error_text(job: models.Job) -> str:
+    """A failed job's message: its error, else the Chinese text of a recorded input error."""
+    if job.error:
+        return job.error
+    err = job.result.get("error") if isinstance(job.result, dict) else None
+    return str(err.get("zh", "")) if isinstance(err, dict) else ""
 
 
 @login_required

@@ -32,7 +32,7 @@ from .mapping import SPECS
 FORMATS = ("geojson", "gpkg", "shp", "csv", "kml", "kmz")
 SHP_NAMES = {"households": "households", "population": "population", "worker_name": "worker",
              "floor_area_m2": "floor_area", "effective_area_m2": "eff_area", "capacity_persons": "capacity",
-             "road_class": "road_class", "approximate": "approx"}
+             "road_class": "road_class", "approximate": "approx", "service_radius_m": "svc_radius"}
 CHUNK = 2000
 
 

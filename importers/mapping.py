@@ -23,6 +23,7 @@ class FieldSpec:
     required: bool = False
     max_value: float | None = None          # above this the value is "absurd"
     pattern: str | None = None
+    positive: bool = False                  # 0 is refused too (a distance)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class KindSpec:
 
 
 _PEOPLE = 2_000_000
+# A facility's own service distance in metres (optional; empty = the rule set's for its kind/level).
+SERVICE_RADIUS = FieldSpec("service_radius_m", ("service_radius", "radius_m", "svc_radius", "服务半径",
+                                                "服务半径米", "服务半径（米）", "服务距离"),
+                           "float", max_value=100_000, positive=True)
 SPECS: dict[str, KindSpec] = {s.kind: s for s in [
     KindSpec("districts", models.District, "multipolygon", (
         FieldSpec("code", CODE + ("adcode", "区划代码", "行政区划代码", "xzqdm"), required=True, pattern=r"^\d{6}$"),
@@ -81,6 +86,7 @@ SPECS: dict[str, KindSpec] = {s.kind: s for s in [
         FieldSpec("floor_area_m2", ("floor_area_m2", "面积", "area", "建筑面积", "floor_area"), "float",
                   max_value=1_000_000),
         FieldSpec("status", ("status", "状态"), "choice"),
+        SERVICE_RADIUS,
     ), ParentSpec("community", models.Community, None,
                   ("community", "community_code", "社区代码", "所属社区"), False, "contains_point")),
     KindSpec("shelters", models.Shelter, "multipolygon", (
@@ -91,6 +97,7 @@ SPECS: dict[str, KindSpec] = {s.kind: s for s in [
                   required=True, max_value=50_000_000),
         FieldSpec("capacity_persons", ("capacity_persons", "capacity", "容纳人数", "可容纳人数"), "int",
                   max_value=_PEOPLE),
+        SERVICE_RADIUS,
     ), ParentSpec("community", models.Community, None,
                   ("community", "community_code", "社区代码", "所属社区"), False, "most_area")),
     KindSpec("fire_stations", models.FireStation, "point", (
@@ -99,6 +106,7 @@ SPECS: dict[str, KindSpec] = {s.kind: s for s in [
         FieldSpec("kind", ("kind", "类型", "type"), "choice"),
         FieldSpec("staff", ("staff", "人员", "人数", "人员数"), "int", max_value=1_000),
         FieldSpec("on_duty", ("on_duty", "执勤人数", "每班执勤人数"), "int", max_value=1_000),
+        SERVICE_RADIUS,
     ), ParentSpec("community", models.Community, None,
                   ("community", "community_code", "社区代码", "所属社区"), False, "contains_point")),
     KindSpec("roads", models.Road, "multilinestring", (
@@ -230,6 +238,8 @@ def coerce(spec: KindSpec, f: FieldSpec, value, choices: dict[str, str] | None):
             raise ValueError(f"{f.name} 值 {value!r} 不是有限数")
         if num < 0:
             raise ValueError(f"{f.name} 为负数（{value}）")
+        if f.positive and num == 0:
+            raise ValueError(f"{f.name} 应大于 0（留空则按规则）")
         if f.max_value is not None and num > f.max_value:
             raise ValueError(f"{f.name} 值 {value} 不合理（上限 {f.max_value:,.0f}）")
         if f.type == "int":

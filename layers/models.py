@@ -22,6 +22,18 @@ community_code_validator = RegexValidator(r"^\d{12}$", _("社区代码应为 12 
 grid_code_validator = RegexValidator(r"^\d{15}$", _("网格代码应为 15 位数字（6+3+3+3）"))
 non_negative = MinValueValidator(0, _("不能为负数"))
 
+
+def positive(value) -> None:
+    """A number strictly above 0 (a distance, a radius)."""
+    if value is not None and not value > 0:
+        raise ValidationError(_("应大于 0"), code="min_value")
+
+
+def service_radius_field():
+    """A facility's own service distance: overrides the rule set's for its kind/level in coverage runs."""
+    return models.FloatField(_("服务半径（米，留空按规则）"), null=True, blank=True, validators=[positive],
+                             help_text=_("只在本设施与规则不同时填写；覆盖分析的 --radius-m 仍优先"))
+
 # Tolerance for "lies inside its parent": boundaries digitised separately differ by centimetres.
 CONTAINMENT_TOLERANCE_M = 0.5
 
@@ -172,6 +184,7 @@ class ServiceFacility(SampleMixin):
                                 related_name="facilities", verbose_name=_("住宅项目"))
     geom = models.PointField(_("位置"), srid=SRID)
     footprint = models.PolygonField(_("占地范围"), srid=SRID, null=True, blank=True)
+    service_radius_m = service_radius_field()
 
     objects = SpatialQuerySet.as_manager()
 
@@ -202,6 +215,7 @@ class Shelter(SampleMixin):
     community = models.ForeignKey(Community, models.SET_NULL, null=True, blank=True,
                                   related_name="shelters", verbose_name=_("社区"))
     geom = models.MultiPolygonField(_("场地范围"), srid=SRID)
+    service_radius_m = service_radius_field()
 
     objects = SpatialQuerySet.as_manager()
 
@@ -246,6 +260,7 @@ class FireStation(SampleMixin):
     community = models.ForeignKey(Community, models.SET_NULL, null=True, blank=True,
                                   related_name="fire_stations", verbose_name=_("社区"))
     geom = models.PointField(_("位置"), srid=SRID)
+    service_radius_m = service_radius_field()
 
     objects = SpatialQuerySet.as_manager()
 

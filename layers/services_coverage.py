@@ -18,8 +18,9 @@ Facilities
     service facilities (footprint polygon when drawn, else the point; optionally one kind). The
     distance to a polygon is to its nearest point (0 inside).
 Service distance
-    ``radius_m`` when given, else the rule set (``settings.GISPORTAL_RULES``): per shelter level,
-    ``fire_response_distance_m`` for fire stations, ``life_circle_m`` per facility kind.
+    ``radius_m`` of the run when given (``--radius-m``), else the facility's own
+    ``service_radius_m`` when set, else the rule set (``settings.GISPORTAL_RULES``): per shelter
+    level, ``fire_response_distance_m`` for fire stations, ``life_circle_m`` per facility kind.
 Distance
     ``euclidean`` in ``GIS_SRID``; ``network`` along the roads layer (built once per roads version
     and cached in-process). A polygon site is entered anywhere on its boundary: the boundary is
@@ -52,8 +53,9 @@ from .analysis import raster as ras
 from .analysis.rules import RuleSet
 
 __all__ = [
-    "KINDS", "METHODS", "DEMANDS", "CoverageInputError", "coverage_compute", "coverage_geometries",
-    "result_csv", "result_grid_features", "result_facility_features", "network_cached",
+    "KINDS", "METHODS", "DEMANDS", "CoverageInputError", "coverage_check", "coverage_compute", "coverage_geometries",
+    "result_csv", "result_grid_features", "result_facility_features", "result_gpkg", "result_pdf",
+    "network_cached",
 ]
 
 KINDS = ("shelters", "fire_stations", "facilities")
@@ -137,6 +139,10 @@ class Sites:
     radius_m: np.ndarray
     capacity: np.ndarray | None
     version: str
+    #: where each site's radius came from: "run" (radius_m given), "facility" (its own), "rules"
+    radius_source: tuple = ()
+    #: the rule set's radius per site (NaN where the rules have none for its level/kind)
+    rule_radius_m: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -185,13 +191,15 @@ def sites_load(kind: str, level: str | None, facility_kind: str | None, radius_m
         labels = [s.level for s in rows]
         geoms = _shapely([s.geom for s in rows])
         cap = np.array([float(s.capacity) for s in rows], dtype=np.float64)
-        attrs = [(s.pk, s.code, s.level, s.effective_area_m2, s.capacity_persons) for s in rows]
+        own = [s.service_radius_m for s in rows]
+        attrs = [(s.pk, s.code, s.level, s.effective_area_m2, s.capacity_persons, s.service_radius_m)
+                 for s in rows]
+        rule = [rs.shelter_service_distance_m.get(lv) for lv in labels]
         if radius_m is None:
-            missing = sorted({lv for lv in labels if lv not in rs.shelter_service_distance_m})
+            missing = sorted({lv for lv, o, r in zip(labels, own, rule) if o is None and r is None})
             if missing:
                 raise CoverageInputError("radius", f"规则中没有级别 {', '.join(missing)} 的服务半径，请给出 --radius-m",
                                          f"no service distance for level {', '.join(missing)}; give --radius-m")
-            radius = np.array([rs.shelter_service_distance_m[lv] for lv in labels], dtype=np.float64)
     else:
         if level:
             raise CoverageInputError("level", "--level 只适用于避难场所（shelters）",
@@ -209,33 +217,37 @@ def sites_load(kind: str, level: str | None, facility_kind: str | None, radius_m
             qs = qs.filter(kind=facility_kind)
         rows = list(qs.order_by("code"))
         labels = [r.kind for r in rows]
+        own = [r.service_radius_m for r in rows]
         if kind == "facilities":
             geoms = _shapely([r.footprint if r.footprint is not None else r.geom for r in rows])
-            attrs = [(r.pk, r.code, r.kind, r.status) for r in rows]
+            attrs = [(r.pk, r.code, r.kind, r.status, r.service_radius_m) for r in rows]
+            rule = [rs.life_circle_m.get(k) for k in labels]
         else:
             geoms = _shapely([r.geom for r in rows])
-            attrs = [(r.pk, r.code, r.kind) for r in rows]
+            attrs = [(r.pk, r.code, r.kind, r.service_radius_m) for r in rows]
+            rule = [rs.fire_response_distance_m] * len(rows)
         cap = None
         if radius_m is None:
-            if kind == "fire_stations":
-                radius = np.full(len(rows), float(rs.fire_response_distance_m))
-            else:
-                missing = sorted({k for k in labels if k not in rs.life_circle_m})
-                if missing:
-                    raise CoverageInputError(
-                        "radius", f"规则中没有设施类型 {', '.join(missing)} 的服务半径，请给出 --radius-m",
-                        f"no service distance for facility kind {', '.join(missing)}; give --radius-m")
-                radius = np.array([rs.life_circle_m[k] for k in labels], dtype=np.float64)
+            missing = sorted({k for k, o, r in zip(labels, own, rule) if o is None and r is None})
+            if missing:
+                raise CoverageInputError(
+                    "radius", f"规则中没有设施类型 {', '.join(missing)} 的服务半径，请给出 --radius-m",
+                    f"no service distance for facility kind {', '.join(missing)}; give --radius-m")
     if not rows:
         what = {"shelters": ("避难场所", "shelters"), "fire_stations": ("消防站", "fire stations"),
                 "facilities": ("服务设施", "facilities")}[kind]
         raise CoverageInputError("no_facilities", f"没有符合条件的{what[0]}", f"no {what[1]} match the filter")
-    if radius_m is not None:
+    rule_radius = np.array([np.nan if r is None else float(r) for r in rule], dtype=np.float64)
+    if radius_m is not None:  # the run's distance beats every facility's own
         radius = np.full(len(rows), float(radius_m))
+        source = ("run",) * len(rows)
+    else:
+        radius = np.array([float(o) if o is not None else r for o, r in zip(own, rule_radius)], dtype=np.float64)
+        source = tuple("facility" if o is not None else "rules" for o in own)
     version = digest(services.data_version(qs), attrs)
     return Sites(pks=np.array([r.pk for r in rows], dtype=np.int64), codes=[r.code for r in rows],
                   names=[r.name for r in rows], labels=labels, geoms=geoms, radius_m=radius,
-                  capacity=cap, version=version)
+                  capacity=cap, version=version, radius_source=source, rule_radius_m=rule_radius)
 
 
 def grids_load() -> Grids:
@@ -416,6 +428,16 @@ def _validate(kind, radius_m, method, demand) -> float | None:
     return r
 
 
+def coverage_check(*, kind: str, radius_m: float | None = None, level: str | None = None,
+                   facility_kind: str | None = None, method: str = "euclidean", demand: str = "raster",
+                   capacity: bool = False) -> None:
+    """The input checks of :func:`coverage_compute` that need no computing (names, distance, filter,
+    a service distance for every site, at least one site): raise :class:`CoverageInputError` before a
+    Job is queued, so the page can show the problem on its form. Records nothing."""
+    radius = _validate(kind, radius_m, method, demand)
+    sites_load(kind, level, facility_kind, radius, capacity, rules_current())
+
+
 def coverage_compute(*, kind: str, radius_m: float | None = None, level: str | None = None,
                      facility_kind: str | None = None, method: str = "euclidean", demand: str = "raster",
                      capacity: bool = False, user=None, progress: ProgressFn | None = None) -> dict:
@@ -425,7 +447,8 @@ def coverage_compute(*, kind: str, radius_m: float | None = None, level: str | N
     ----------
     kind : {"shelters", "fire_stations", "facilities"}
     radius_m : float, optional
-        Service distance for every site; default: the rule set per level / kind.
+        Service distance for every site (beats each facility's own ``service_radius_m``); default:
+        the facility's own distance when set, else the rule set per level / kind.
     level : str, optional
         Shelter level (``Shelter.Level``), shelters only.
     facility_kind : str, optional
@@ -453,6 +476,9 @@ def coverage_compute(*, kind: str, radius_m: float | None = None, level: str | N
         the people within its service distance (overlaps count at every site); ``served`` is that
         figure without ``capacity`` and the LP's assignment with it; ``load = served / capacity``
         (null for sites without a capacity).
+        Each facility also carries the ``radius_m`` it was measured with and ``radius_source``
+        (``run``, ``facility`` or ``rules``); ``facility_radius_overrides`` counts the sites measured
+        with their own distance.
 
     Raises
     ------
@@ -510,12 +536,18 @@ def coverage_compute(*, kind: str, radius_m: float | None = None, level: str | N
 
 
 def _radius_doc(sites: Sites, override: float | None):
+    """The run-level service distance: the override, else the rule set's per level/kind of the sites
+    (a facility's own ``service_radius_m`` shows in its ``facilities`` entry, not here)."""
     if override is not None:
         return override
-    values = sorted(set(sites.radius_m.tolist()))
+    if sites.rule_radius_m is not None and not np.isnan(sites.rule_radius_m).all():
+        pairs = [(lab, r) for lab, r in zip(sites.labels, sites.rule_radius_m.tolist()) if not math.isnan(r)]
+    else:  # every site has its own distance and the rules have none for their kinds
+        pairs = list(zip(sites.labels, sites.radius_m.tolist()))
+    values = sorted({r for _lab, r in pairs})
     if len(values) == 1:
         return values[0]
-    return {lab: float(r) for lab, r in sorted(set(zip(sites.labels, sites.radius_m.tolist())))}
+    return {lab: float(r) for lab, r in sorted(set(pairs))}
 
 
 def _compute(kind, sites: Sites, grids: Grids, dem: Demand | None, method, lines, capacity, step) -> dict:
@@ -575,10 +607,12 @@ def _compute(kind, sites: Sites, grids: Grids, dem: Demand | None, method, lines
         fac_rows.append({"code": sites.codes[j], "name": sites.names[j], "capacity": capj, "served": _r(served),
                          "load": _r(load, 6) if load is not None else None,
                          "population_in_reach": _r(in_reach[j]), "radius_m": float(sites.radius_m[j]),
+                         "radius_source": sites.radius_source[j] if sites.radius_source else "rules",
                          ("level" if kind == "shelters" else "kind"): sites.labels[j]})
     doc = {"population_total": _r(total), "population_covered": _r(covered_total),
            "share_covered": _r(covered_total / total if total > 0 else 0.0, 6),
-           "grids": grid_rows, "facilities": fac_rows}
+           "grids": grid_rows, "facilities": fac_rows,
+           "facility_radius_overrides": sum(1 for src in sites.radius_source if src == "facility")}
     if cap_result is not None:
         doc.update(population_served=_r(cap_result.population_served),
                    population_short=_r(cap_result.population_short),
@@ -734,3 +768,59 @@ def coverage_geometries(doc: dict, *, service_areas: bool = True) -> dict:
         fc = {"type": "FeatureCollection", "features": [
             _feature(g, {"code": c, "radius_m": float(r)}, c) for c, g, r in zip(codes, ll, radius)]}
     return {"uncovered": uncovered, "service_areas": fc}
+
+
+def _ogr_columns(rows: list[dict]) -> tuple[list[str], list[np.ndarray]]:
+    """Columns for pyogrio from result rows: numbers (and nulls) as float64 (NaN = NULL), the rest as text."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    data = []
+    for k in keys:
+        vals = [row.get(k) for row in rows]
+        if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in vals):
+            data.append(np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64))
+        else:
+            data.append(np.array(["" if v is None else str(v) for v in vals], dtype=object))
+    return keys, data
+
+
+def result_gpkg(doc: dict, path) -> dict:
+    """Write the result as a GeoPackage at ``path``: layer ``grids`` (outlines with the figures) and layer
+    ``facilities`` (representative points), in lon/lat EPSG:4326 like every other export
+    (``importers/exports.py``). Returns ``{layer: rows written}``."""
+    import pyogrio.raw
+
+    grids = result_grid_features(doc)
+    sites = result_facility_features(doc)
+    counts = {}
+    for layer, fc, gtype in (("grids", grids, "MultiPolygon"), ("facilities", sites, "Point")):
+        rows = [f["properties"] for f in fc["features"]]
+        keys, data = _ogr_columns(rows)
+        geoms = [shapely.geometry.shape(f["geometry"]) if f["geometry"] else None for f in fc["features"]]
+        if gtype == "MultiPolygon":
+            geoms = [shapely.MultiPolygon([g]) if g is not None and g.geom_type == "Polygon" else g for g in geoms]
+        wkb = np.array([None if g is None else shapely.to_wkb(g) for g in geoms], dtype=object)
+        pyogrio.raw.write(str(path), wkb, data, keys or ["code"], driver="GPKG", layer=layer, crs="EPSG:4326",
+                          geometry_type=gtype, append=layer != "grids")
+        counts[layer] = len(rows)
+    return counts
+
+
+def result_pdf(doc: dict, *, job_id: int | None = None, created_at: str = "", user: str = "",
+               data_version: str = "", lang: str = "zh") -> bytes:
+    """The A4 PDF summary of a result (:func:`layers.analysis.coverage_pdf.coverage_pdf`): today's grid
+    outlines and sites joined by code, in GIS_SRID metres."""
+    from .analysis import coverage_pdf as cpdf
+
+    rows = dict(models.Grid.objects.filter(code__in=[g["code"] for g in doc["grids"]])
+                .values_list("code", "geom"))
+    present = [g for g in doc["grids"] if g["code"] in rows]
+    geoms = _shapely([rows[g["code"]] for g in present])
+    if len(geoms):
+        geoms = shapely.simplify(geoms, MAP_SIMPLIFY_M / 2, preserve_topology=True)
+    share = np.array([g["share"] if g["population"] > 0 else np.nan for g in present], dtype=np.float64)
+    _codes, site_geoms, radius = _doc_sites(doc)
+    cmap = cpdf.CoverageMap(geoms, share, site_geoms, radius)
+    return cpdf.coverage_pdf(doc, cmap, job_id=job_id, created_at=created_at, user=user,
+                             data_version=data_version, lang=lang)

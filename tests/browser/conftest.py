@@ -71,12 +71,13 @@ def portal(tmp_path_factory):
     server = subprocess.Popen(manage + ["runserver", f"127.0.0.1:{port}", "--noreload"], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    deadline = time.monotonic() + 120   # a loaded 2-core machine can take a while to import everything
+    while server.poll() is None and time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(base + "/", timeout=2)
+            urllib.request.urlopen(base + "/", timeout=5)
             break
         except OSError:
-            time.sleep(0.2)
+            time.sleep(0.3)
     else:
         server.kill()
         worker.kill()

@@ -1,4 +1,6 @@
-"""The coverage page (gisportal/views_coverage.py): form -> recorded run -> result, map and exports.
+"""The coverage page (gisportal/views_coverage.py): form -> queued Job -> status page -> result, map and exports.
+
+Tests run tasks inside ``enqueue`` (ImmediateBackend), so the job is done by the time of the redirect.
 
 The routes are taken from ``views_coverage.urlpatterns`` plus the portal's own (this module is the URLconf
 of its tests), so the page is tested whether or not gisportal/urls.py includes it yet.
@@ -6,7 +8,11 @@ of its tests), so the page is tested whether or not gisportal/urls.py includes i
 import csv
 import io
 import json
+import shutil
+import subprocess
 
+import numpy as np
+import pyogrio
 import pytest
 from django.core.management import call_command
 
@@ -45,11 +51,17 @@ def test_login_and_permission_required(client, django_user_model):
 
 def test_page_run_agrees_with_the_command(client, official, demo):
     assert client.get("/coverage/").status_code == 200
+    before = models.Job.objects.count()
     resp = _run(client, radius_m="500", capacity="on")
     assert resp.status_code == 302
     job = models.Job.objects.latest("pk")
-    assert resp["Location"] == f"/coverage/jobs/{job.pk}/"
+    assert models.Job.objects.count() == before + 1  # the queued Job is the recorded run (adopted)
+    assert resp["Location"] == f"/jobs/{job.pk}/?follow=1"  # the status page, following on to the result
     assert job.user == official and job.status == "done" and job.params["capacity"] is True
+    assert job.params["request"]["radius_m"] == 500.0  # what the form asked for
+    follow = client.get(resp["Location"])
+    assert follow.status_code == 302 and follow["Location"] == f"/coverage/jobs/{job.pk}/"
+    resp = follow
 
     out = io.StringIO()
     call_command("coverage", "shelters", "--radius-m", "500", "--capacity", "--json", stdout=out)
@@ -98,8 +110,72 @@ def test_exports(client, official, demo):
     assert len(streets) == len(doc["areas"]["streets"])
     full = json.loads(client.get(f"/coverage/jobs/{job.pk}.json").content)
     assert full["result"]["population_covered"] == doc["population_covered"]
-    assert client.get(f"/coverage/jobs/{job.pk}.pdf").status_code == 404
+    assert client.get(f"/coverage/jobs/{job.pk}.xls").status_code == 404
     assert client.get(f"/coverage/jobs/{job.pk}.csv?layer=bogus").status_code == 404
+
+
+def test_gpkg_and_pdf_exports(client, official, demo, tmp_path):
+    _run(client, kind="shelters", capacity="on")
+    job = models.Job.objects.latest("pk")
+    doc = job.result
+    page = client.get(f"/coverage/jobs/{job.pk}/").content.decode()
+    assert f"/coverage/jobs/{job.pk}.gpkg" in page and f"/coverage/jobs/{job.pk}.pdf" in page
+
+    resp = client.get(f"/coverage/jobs/{job.pk}.gpkg")
+    assert resp.status_code == 200 and resp["Content-Type"] == "application/geopackage+sqlite3"
+    assert f'coverage-{job.pk}.gpkg' in resp["Content-Disposition"]
+    path = tmp_path / "c.gpkg"
+    path.write_bytes(resp.content)
+    layers = dict(pyogrio.list_layers(path))
+    assert set(layers) == {"grids", "facilities"}
+    meta, _fids, geoms, fields = pyogrio.raw.read(path, layer="grids")
+    cols = dict(zip(meta["fields"], fields))
+    assert len(geoms) == len(doc["grids"]) == models.Grid.objects.count()
+    assert meta["crs"] == "EPSG:4326"
+    assert list(cols["code"]) == [g["code"] for g in doc["grids"]]
+    assert cols["covered"].sum() == pytest.approx(sum(g["covered"] for g in doc["grids"]), abs=0.01)
+    assert np.allclose(cols["served"], [g["served"] for g in doc["grids"]])
+    meta, _fids, geoms, fields = pyogrio.raw.read(path, layer="facilities")
+    cols = dict(zip(meta["fields"], fields))
+    assert len(geoms) == len(doc["facilities"]) == models.Shelter.objects.count()
+    assert np.allclose(cols["population_in_reach"], [f["population_in_reach"] for f in doc["facilities"]])
+    assert np.allclose(cols["served"], [f["served"] for f in doc["facilities"]])
+
+    resp = client.get(f"/coverage/jobs/{job.pk}.pdf")
+    assert resp.status_code == 200 and resp["Content-Type"] == "application/pdf"
+    assert resp.content[:5] == b"%PDF-"
+    if shutil.which("pdftotext") is None:
+        pytest.skip("poppler-utils not installed")
+    (tmp_path / "c.pdf").write_bytes(resp.content)
+    text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "c.pdf"), "-"], capture_output=True,
+                          check=True, text=True).stdout
+    for key in ("population_total", "population_covered", "population_served"):
+        assert f"{doc[key]:,.0f}" in text, key
+    assert f"{doc['share_covered']:.1%}" in text and job.data_version in text and "999_official" in text
+    assert doc["areas"]["districts"][0]["name"] in text
+
+
+def test_input_the_service_refuses_is_shown_on_the_form(client, official):
+    models.FireStation.objects.filter(kind="standard").delete()
+    before = models.Job.objects.count()
+    resp = _run(client, kind="fire_stations", facility_kind="standard")
+    assert resp.status_code == 200 and resp.context["form"].non_field_errors()
+    assert models.Job.objects.count() == before
+
+
+def test_status_page_refreshes_until_done_then_follows(client, official):
+    job = models.Job.objects.create(kind="coverage", status="queued", params={"kind": "shelters"}, user=official)
+    page = client.get(f"/jobs/{job.pk}/?follow=1")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'http-equiv="refresh"' in html and 'id="job-progress"' in html and "job-result" not in html
+    models.Job.objects.filter(pk=job.pk).update(status="failed", error="没有符合条件的避难场所")
+    html = client.get(f"/jobs/{job.pk}/?follow=1").content.decode()
+    assert 'http-equiv="refresh"' not in html and "没有符合条件的避难场所" in html and 'href="/coverage/"' in html
+    models.Job.objects.filter(pk=job.pk).update(status="done", error="", result={"population_total": 1})
+    assert client.get(f"/jobs/{job.pk}/?follow=1")["Location"] == f"/coverage/jobs/{job.pk}/"
+    html = client.get(f"/jobs/{job.pk}/").content.decode()  # without follow: the status page, with a link
+    assert f'href="/coverage/jobs/{job.pk}/"' in html
 
 
 def test_network_map_draws_service_areas(client, official, demo):
