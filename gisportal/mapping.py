@@ -22,11 +22,16 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 from urllib.parse import quote
 
 import folium
+import numpy as np
 from branca.element import Element, Figure, MacroElement
 from folium.elements import JSCSSMixin
 from folium.features import GeoJsonDetail, GeoJsonPopup, GeoJsonTooltip
 from folium.plugins import Draw, Fullscreen, MarkerCluster
+from folium.map import FitBounds, Marker
 from folium.template import Template
+from folium.vector_layers import BaseMultiLocation
+
+from layers.analysis.gcj02 import gcj02_to_wgs84, wgs84_to_gcj02
 
 __all__ = [
     "MAP_JS",
@@ -37,6 +42,16 @@ __all__ = [
     "StaticUrl",
     "TileSpec",
     "MapParts",
+    "GAODE_URL",
+    "GCJ02",
+    "WGS84",
+    "basemap_crs",
+    "shift_geojson",
+    "unshift_geojson",
+    "shift_lonlat",
+    "unshift_lonlat",
+    "shift_bounds",
+    "shift_map_overlays",
     "OfflineAssetError",
     "UnsafeContentError",
     "make_map",
@@ -102,6 +117,18 @@ TIANDITU_URL = (
 TIANDITU_ATTRIBUTION = "&copy; 天地图 Tianditu"
 OSM_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 OSM_ATTRIBUTION = "&copy; OpenStreetMap contributors"
+# AutoNavi (Gaode) road map tiles: Web Mercator tiling of GCJ-02 coordinates, so overlays must be shifted.
+GAODE_URL = "https://webrd0{s}.is.autonavi.com/appmaptile?lang=zh_cn&size=1&scale=1&style=8&x={x}&y={y}&z={z}"
+GAODE_ATTRIBUTION = "&copy; 高德地图 AutoNavi"
+
+#: Coordinate systems a basemap may be drawn in: plain lon/lat (WGS84 = CGCS2000 at map scale) or GCJ-02.
+WGS84, GCJ02 = "wgs84", "gcj02"
+_CRS_NAMES = {None: WGS84, "": WGS84, "wgs84": WGS84, "cgcs2000": WGS84, "epsg:4326": WGS84, "epsg:4490": WGS84,
+              "gcj02": GCJ02, "gcj-02": GCJ02}
+#: Basemap kinds whose tiles are always GCJ-02.
+GCJ02_KINDS = frozenset({"gaode"})
+_CRS_ATTR = "gisportal_overlay_crs"
+_SHIFTED_ATTR = "_gisportal_shifted"
 
 _MAP_ATTR = "gisportal_static_url"
 _SAFE_ATTR = "_gisportal_escaped"
@@ -229,8 +256,10 @@ def basemap_tiles(basemap: Optional[Mapping[str, Any]]) -> list[TileSpec]:
     ``{"kind": "osm"}``; ``{"kind": "tianditu", "key": "..."}`` (vector ``vec_w`` plus the
     ``cva_w`` annotation overlay; an optional ``"url"`` template with ``{layer}``, ``{s}``,
     ``{z}``, ``{x}``, ``{y}`` and ``{key}`` replaces the public host, e.g. an intranet mirror);
-    ``{"kind": "local", "url": "/tiles/{z}/{x}/{y}.png"}`` (tiles on our own server).
-    ``attribution``, ``max_zoom`` and ``subdomains`` are optional everywhere.
+    ``{"kind": "local", "url": "/tiles/{z}/{x}/{y}.png"}`` (tiles on our own server);
+    ``{"kind": "gaode"}`` (AutoNavi road map, GCJ-02; an optional ``"url"`` replaces the public host).
+    ``attribution``, ``max_zoom`` and ``subdomains`` are optional everywhere. ``"crs": "gcj02"`` declares
+    tiles drawn in GCJ-02 (see :func:`basemap_crs`): overlays are then shifted before display.
     """
     if basemap is None:
         return []
@@ -277,7 +306,236 @@ def basemap_tiles(basemap: Optional[Mapping[str, Any]]) -> list[TileSpec]:
                 max_zoom=max_zoom,
             )
         ]
-    raise ValueError(f"unknown GISPORTAL_BASEMAP kind {kind!r}; use 'osm', 'tianditu' or 'local'")
+    if kind == "gaode":
+        template = basemap.get("url") or GAODE_URL
+        if not all(p in template for p in ("{z}", "{x}", "{y}")):
+            raise ValueError(f"gaode url template lacks {{z}}, {{x}} or {{y}}: {template!r}")
+        return [
+            TileSpec(
+                name=basemap.get("name", "高德地图"),
+                url=template,
+                attribution=basemap.get("attribution") or GAODE_ATTRIBUTION,
+                subdomains=basemap.get("subdomains", "1234"),
+                max_zoom=max_zoom,
+            )
+        ]
+    raise ValueError(f"unknown GISPORTAL_BASEMAP kind {kind!r}; use 'osm', 'tianditu', 'gaode' or 'local'")
+
+
+def basemap_crs(basemap: Optional[Mapping[str, Any]]) -> str:
+    """The coordinate system the basemap's tiles are drawn in: ``"gcj02"`` or ``"wgs84"``.
+
+    GCJ-02 for kind ``gaode`` and for any basemap with ``"crs": "gcj02"`` (e.g. a local tile folder cut
+    from AutoNavi data); WGS84 otherwise, and with no basemap. An unknown ``crs`` raises ValueError.
+
+    >>> basemap_crs(None), basemap_crs({"kind": "osm"}), basemap_crs({"kind": "gaode"})
+    ('wgs84', 'wgs84', 'gcj02')
+    >>> basemap_crs({"kind": "local", "url": "/t/{z}/{x}/{y}.png", "crs": "GCJ02"})
+    'gcj02'
+    """
+    if basemap is None:
+        return WGS84
+    raw = basemap.get("crs")
+    key = raw.strip().lower() if isinstance(raw, str) else raw
+    if key not in _CRS_NAMES:
+        raise ValueError(f"unknown basemap crs {raw!r}; use 'wgs84' or 'gcj02'")
+    if basemap.get("kind") in GCJ02_KINDS:
+        if _CRS_NAMES[key] == WGS84 and key:
+            raise ValueError(f"basemap kind {basemap.get('kind')!r} is GCJ-02; it cannot be declared {raw!r}")
+        return GCJ02
+    return _CRS_NAMES[key]
+
+
+# --------------------------------------------------------------------------- GCJ-02 overlays
+#
+# Overlays are stored and served in lon/lat (WGS84/CGCS2000). On a GCJ-02 basemap they must be drawn shifted
+# (about 515 m E, 142 m N in Zhangjiakou), so every map overlay goes through one of the functions below:
+# folium maps automatically (render_map_html / map_parts call shift_map_overlays), GeoJSON served to our own
+# Leaflet pages through shift_geojson. Coordinates read back from such a map (a click, the view's bbox) go
+# through unshift_lonlat. The data API is never shifted.
+
+
+def _check_crs(crs: str) -> str:
+    if crs not in (WGS84, GCJ02):
+        raise ValueError(f"overlay crs must be {WGS84!r} or {GCJ02!r}, not {crs!r}")
+    return crs
+
+
+def shift_lonlat(lon: Any, lat: Any, crs: str = GCJ02):
+    """Lon/lat as drawn on a basemap in ``crs`` (forward GCJ-02 for ``"gcj02"``; unchanged for ``"wgs84"``).
+
+    Vectorised; returns float arrays.
+
+    >>> lon, lat = shift_lonlat(114.89, 40.77)
+    >>> round(float(lon) - 114.89, 5), round(float(lat) - 40.77, 5)
+    (0.00611, 0.00128)
+    """
+    if _check_crs(crs) == GCJ02:
+        return wgs84_to_gcj02(lon, lat)
+    return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+
+
+def unshift_lonlat(lon: Any, lat: Any, crs: str = GCJ02):
+    """Inverse of :func:`shift_lonlat`: a position read on a ``crs`` map (a click) back to WGS84 lon/lat.
+
+    >>> lon, lat = unshift_lonlat(*shift_lonlat(114.89, 40.77))
+    >>> abs(float(lon) - 114.89) < 1e-9 and abs(float(lat) - 40.77) < 1e-9
+    True
+    """
+    if _check_crs(crs) == GCJ02:
+        return gcj02_to_wgs84(lon, lat)
+    return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+
+
+def shift_bounds(bounds: Optional[Sequence[float]], crs: str = GCJ02):
+    """(west, south, east, north) as drawn on a ``crs`` basemap (its four corners shifted); None stays None."""
+    if bounds is None or _check_crs(crs) == WGS84:
+        return None if bounds is None else tuple(float(b) for b in bounds)
+    west, south, east, north = bounds
+    lon, lat = shift_lonlat([west, east, west, east], [south, south, north, north], crs)
+    return float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())
+
+
+def _is_position(coords: Any) -> bool:
+    return isinstance(coords, (list, tuple)) and len(coords) >= 2 and isinstance(coords[0], (int, float))
+
+
+def _collect_positions(coords: Any, out: list) -> None:
+    if _is_position(coords):
+        out.append((coords[0], coords[1]))
+    elif isinstance(coords, (list, tuple)):
+        for c in coords:
+            _collect_positions(c, out)
+
+
+def _rebuild_positions(coords: Any, it: Iterator) -> Any:
+    if _is_position(coords):
+        x, y = next(it)
+        return [x, y, *coords[2:]]
+    if isinstance(coords, (list, tuple)):
+        return [_rebuild_positions(c, it) for c in coords]
+    return coords
+
+
+def _geometries(obj: Any) -> Iterator[dict]:
+    """The geometry objects (with ``coordinates``) inside a GeoJSON object, depth first."""
+    if not isinstance(obj, Mapping):
+        return
+    t = obj.get("type")
+    if t == "FeatureCollection":
+        for f in obj.get("features") or []:
+            yield from _geometries(f)
+    elif t == "Feature":
+        yield from _geometries(obj.get("geometry"))
+    elif t == "GeometryCollection":
+        for g in obj.get("geometries") or []:
+            yield from _geometries(g)
+    elif "coordinates" in obj:
+        yield obj
+
+
+def _copy_structure(obj: Any) -> Any:
+    """A copy of the GeoJSON containers (dicts and lists); leaf values are shared."""
+    if isinstance(obj, Mapping):
+        return {k: _copy_structure(v) if k in ("features", "geometry", "geometries") else v
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_copy_structure(v) for v in obj]
+    return obj
+
+
+def _transform_geojson(data: Any, func: Callable) -> Any:
+    out = _copy_structure(data)
+    geoms = list(_geometries(out))
+    positions: list = []
+    for g in geoms:
+        _collect_positions(g["coordinates"], positions)
+    if positions:
+        xy = np.asarray(positions, dtype=float)
+        lon, lat = func(xy[:, 0], xy[:, 1])
+        it = iter(zip(lon.tolist(), lat.tolist()))
+        for g in geoms:
+            g["coordinates"] = _rebuild_positions(g["coordinates"], it)
+    if isinstance(out, Mapping) and isinstance(out.get("bbox"), (list, tuple)) and len(out["bbox"]) == 4:
+        west, south, east, north = out["bbox"]
+        lon, lat = func(np.array([west, east, west, east], dtype=float),
+                        np.array([south, south, north, north], dtype=float))
+        out["bbox"] = [float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())]
+    return out
+
+
+def shift_geojson(data: Any, crs: str = GCJ02) -> Any:
+    """A GeoJSON object (FeatureCollection, Feature or geometry) with every position shifted for ``crs``.
+
+    For ``"wgs84"`` the object itself is returned; for ``"gcj02"`` a new object (the input is not changed)
+    whose positions are the forward GCJ-02 transform of the input's, computed in one vectorised call.
+    Extra ordinates (z) are kept; a ``bbox`` member is recomputed from the shifted corners.
+
+    >>> shift_geojson({"type": "Point", "coordinates": [114.89, 40.77]}, "wgs84")["coordinates"]
+    [114.89, 40.77]
+    >>> p = shift_geojson({"type": "Point", "coordinates": [114.89, 40.77]})["coordinates"]
+    >>> round(p[0] - 114.89, 5), round(p[1] - 40.77, 5)
+    (0.00611, 0.00128)
+    """
+    if _check_crs(crs) == WGS84:
+        return data
+    return _transform_geojson(data, wgs84_to_gcj02)
+
+
+def unshift_geojson(data: Any, crs: str = GCJ02) -> Any:
+    """Inverse of :func:`shift_geojson`: geometry drawn on a ``crs`` map back to WGS84 lon/lat.
+
+    >>> p = unshift_geojson(shift_geojson({"type": "Point", "coordinates": [114.89, 40.77]}))["coordinates"]
+    >>> abs(p[0] - 114.89) < 1e-9 and abs(p[1] - 40.77) < 1e-9
+    True
+    """
+    if _check_crs(crs) == WGS84:
+        return data
+    return _transform_geojson(data, gcj02_to_wgs84)
+
+
+def _shift_latlon(location: Any) -> Any:
+    """[lat, lon] (or nested lists of them, as folium keeps them) shifted to GCJ-02."""
+    if location is None:
+        return None
+    if _is_position(location):
+        lon, lat = wgs84_to_gcj02(float(location[1]), float(location[0]))
+        return [float(lat), float(lon), *location[2:]]
+    return [_shift_latlon(c) for c in location]
+
+
+def shift_map_overlays(m: folium.Map, crs: Optional[str] = None) -> folium.Map:
+    """Shift every overlay of a folium map for a GCJ-02 basemap (in place; each element once).
+
+    ``crs`` defaults to the one :func:`make_map` recorded from its basemap. Shifted: GeoJson data (also
+    inside Choropleth), markers and circles, polylines/polygons/rectangles, fit_bounds and the map centre.
+    A GeoJson that the browser would load by URL cannot be shifted here and raises ValueError.
+    """
+    crs = _check_crs(crs or getattr(m, _CRS_ATTR, WGS84))
+    if crs == WGS84:
+        return m
+    for element in _walk(m):
+        if getattr(element, _SHIFTED_ATTR, False):
+            continue
+        if element is m:
+            if getattr(m, "location", None) is not None:
+                m.location = _shift_latlon(list(m.location))
+        elif isinstance(element, folium.GeoJson):
+            if not getattr(element, "embed", True) or not isinstance(element.data, Mapping):
+                raise ValueError("a GeoJson overlay loaded by URL cannot be shifted to the GCJ-02 basemap; "
+                                 "embed it, or serve it shifted (gisportal.mapping.shift_geojson)")
+            element.data = shift_geojson(element.data, crs)
+        elif isinstance(element, Marker):
+            if getattr(element, "location", None) is not None:
+                element.location = _shift_latlon(list(element.location))
+        elif isinstance(element, BaseMultiLocation):
+            element.locations = _shift_latlon(element.locations)
+        elif isinstance(element, FitBounds):
+            (south, west), (north, east) = element.bounds
+            w, s_, e, n = shift_bounds((west, south, east, north), crs)
+            element.bounds = [[s_, w], [n, e]]
+        setattr(element, _SHIFTED_ATTR, True)
+    return m
 
 
 class _AttributionPrefix(MacroElement):
@@ -303,11 +561,13 @@ def make_map(
     ``location`` is (lat, lon) as folium wants (default: Zhangjiakou). ``max_zoom`` (default: the
     basemap's, else 18) and ``min_zoom`` are set on the Leaflet map itself. Other keyword arguments
     go to ``folium.Map`` (``width``, ``height``, ``control_scale``, ...), except ``tiles``: use
-    ``basemap`` (see :func:`basemap_tiles`).
+    ``basemap`` (see :func:`basemap_tiles`). With a GCJ-02 basemap (:func:`basemap_crs`) every overlay
+    added to the map, given in WGS84 lon/lat as usual, is shifted to GCJ-02 when the map is rendered.
     """
     if "tiles" in kwargs:
         raise TypeError("make_map() takes basemap=, not tiles=")
     tiles = basemap_tiles(basemap)
+    overlay_crs = basemap_crs(basemap)
     max_zoom = kwargs.pop("max_zoom", None) or max((t.max_zoom for t in tiles), default=18)
     min_zoom = kwargs.pop("min_zoom", None)
     m = folium.Map(location=list(location), zoom_start=zoom_start, tiles=None, **kwargs)
@@ -317,6 +577,7 @@ def make_map(
     if min_zoom is not None:
         m.options["min_zoom"] = min_zoom
     setattr(m, _MAP_ATTR, static_url)
+    setattr(m, _CRS_ATTR, overlay_crs)  # overlays are shifted at render time (shift_map_overlays)
     _AttributionPrefix().add_to(m)
     m.default_js = _urls(static_url, MAP_JS)
     m.default_css = _urls(static_url, MAP_CSS)
@@ -483,6 +744,7 @@ def check_safe_content(m: folium.Map) -> None:
 
 def _prepare(m: folium.Map, strict: bool) -> Figure:
     localize_assets(m)
+    shift_map_overlays(m)
     if strict:
         check_safe_content(m)
     root = m.get_root()

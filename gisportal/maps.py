@@ -1,6 +1,9 @@
 """Folium maps of the portal, built from our own static assets (see gisportal/mapping.py)."""
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+
 import folium
 from django.conf import settings
 from django.templatetags.static import static
@@ -9,7 +12,8 @@ from django.utils.translation import gettext as _
 from layers import selectors
 from layers.registry import LAYERS
 
-from .mapping import SafeGeoJsonPopup, make_map, render_map_html
+from .mapping import (WGS84, SafeGeoJsonPopup, basemap_crs, make_map, render_map_html, shift_bounds,
+                      shift_geojson, unshift_geojson, unshift_lonlat)
 
 # Layers drawn on the overview map, bottom to top; polygons first so points stay clickable.
 OVERVIEW_LAYERS = ["districts", "streets", "communities", "grids", "shelters", "roads",
@@ -34,15 +38,77 @@ def visible_queryset(user, kind: str):
 
 
 def basemap_setting() -> dict | None:
-    """The configured basemap as mapping.make_map expects it; None means no tiles (offline)."""
-    kind = settings.GISPORTAL_BASEMAP
+    """The configured basemap as mapping.make_map expects it; None means no tiles (offline).
+
+    ``settings.GISPORTAL_BASEMAP`` is a kind name (``none``, ``osm``, ``tianditu`` with ``TIANDITU_KEY``,
+    ``local`` with ``GISPORTAL_LOCAL_TILES``, ``gaode``/``amap`` for AutoNavi tiles, which are GCJ-02) or a
+    dict as :func:`gisportal.mapping.basemap_tiles` takes it, e.g. ``{"kind": "local", "url":
+    "/tiles/{z}/{x}/{y}.png", "crs": "gcj02"}``. ``settings.GISPORTAL_BASEMAP_CRS`` (optional, e.g.
+    ``gcj02``) declares the coordinate system of a basemap given by name (a local tile folder cut from
+    GCJ-02 data).
+    """
+    value = settings.GISPORTAL_BASEMAP
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return dict(value)
+    kind = str(value).strip().lower()
     if kind in ("", "none"):
         return None
     if kind == "tianditu":
-        return {"kind": "tianditu", "key": settings.TIANDITU_KEY}
-    if kind == "local":
-        return {"kind": "local", "url": settings.GISPORTAL_LOCAL_TILES, "attribution": _("本地瓦片")}
-    return {"kind": "osm"}
+        out = {"kind": "tianditu", "key": settings.TIANDITU_KEY}
+    elif kind == "local":
+        out = {"kind": "local", "url": settings.GISPORTAL_LOCAL_TILES, "attribution": _("本地瓦片")}
+    elif kind in ("gaode", "amap", "autonavi"):
+        out = {"kind": "gaode"}
+    else:
+        out = {"kind": "osm"}
+    crs = getattr(settings, "GISPORTAL_BASEMAP_CRS", "") or ""
+    if crs.strip():
+        out["crs"] = crs.strip().lower()
+    return out
+
+
+def overlay_crs() -> str:
+    """``"gcj02"`` when the configured basemap is drawn in GCJ-02 (overlays must be shifted), else ``"wgs84"``."""
+    return basemap_crs(basemap_setting())
+
+
+def overlay_geojson(data):
+    """GeoJSON (WGS84 lon/lat) as it must be drawn over the configured basemap: shifted to GCJ-02 when the
+    basemap is GCJ-02, unchanged otherwise. For map overlays only; the data API stays in lon/lat."""
+    return shift_geojson(data, overlay_crs())
+
+
+def overlay_bounds(bounds):
+    """(west, south, east, north) in lon/lat as drawn over the configured basemap (None stays None)."""
+    return shift_bounds(bounds, overlay_crs())
+
+
+def drawn_geojson(data):
+    """GeoJSON drawn on one of our maps (in the basemap's coordinates) back to WGS84 lon/lat."""
+    return unshift_geojson(data, overlay_crs())
+
+
+def drawn_geojson_text(text: str) -> str:
+    """:func:`drawn_geojson` for GeoJSON text (a drawing map's hidden field). Text that is not JSON is
+    returned as it is, for the parser to refuse with its own message."""
+    if overlay_crs() == WGS84 or not text:
+        return text
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(drawn_geojson(data), ensure_ascii=False)
+
+
+def click_lonlat(lon: float, lat: float) -> tuple[float, float]:
+    """A position read on one of our maps (a click, the view's bbox corner) back to WGS84 lon/lat."""
+    crs = overlay_crs()
+    if crs == WGS84:
+        return float(lon), float(lat)
+    x, y = unshift_lonlat(lon, lat, crs)
+    return float(x), float(y)
 
 
 def _style(color: str, kind: str):

@@ -52,6 +52,13 @@ _DB_ERRORS = (OperationalError, InterfaceError)
 def _tile_hosts() -> list[str]:
     """Origins of the configured basemap's tiles (img-src); none when offline (the default)."""
     kind = getattr(settings, "GISPORTAL_BASEMAP", "none")
+    if isinstance(kind, dict):   # {"kind": ..., "url": ...}: the host of its url
+        parts = urlsplit(str(kind.get("url") or ""))
+        if parts.scheme in ("http", "https") and parts.netloc:
+            return [f"{parts.scheme}://{parts.netloc}"]
+        kind = str(kind.get("kind") or "none")
+    if kind in ("gaode", "amap", "autonavi"):
+        return ["https://*.is.autonavi.com"]
     if kind == "osm":
         return ["https://tile.openstreetmap.org"]
     if kind == "tianditu":

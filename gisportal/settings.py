@@ -5,7 +5,8 @@ DJANGO_DEBUG       1/0 (default 0)
 DJANGO_ALLOWED_HOSTS  comma-separated (default 127.0.0.1,localhost)
 DATABASE_URL       postgis://user:pass@host:port/db ; default: SpatiaLite file var/gisportal.sqlite3
 GIS_SRID           storage SRID, metric (default 4547, CGCS2000 / 3-degree GK CM 114E)
-GISPORTAL_BASEMAP  none (default) | osm | tianditu | local ; TIANDITU_KEY, GISPORTAL_LOCAL_TILES
+GISPORTAL_BASEMAP  none (default) | osm | tianditu | local | gaode ; TIANDITU_KEY, GISPORTAL_LOCAL_TILES,
+                   GISPORTAL_BASEMAP_CRS (gcj02: overlays are shifted onto GCJ-02 tiles)
 """
 from __future__ import annotations
 
@@ -230,6 +231,7 @@ GIS_SRID = int(os.environ.get("GIS_SRID", "4547"))
 
 # Basemap: none by default, so the map works offline (DEVELOPERS.md, Offline first).
 GISPORTAL_BASEMAP = os.environ.get("GISPORTAL_BASEMAP", "none").strip().lower()
+GISPORTAL_BASEMAP_CRS = os.environ.get("GISPORTAL_BASEMAP_CRS", "").strip().lower()  # "" or "gcj02"
 TIANDITU_KEY = os.environ.get("TIANDITU_KEY", "")
 GISPORTAL_LOCAL_TILES = os.environ.get("GISPORTAL_LOCAL_TILES", "")  # e.g. /tiles/{z}/{x}/{y}.png
 

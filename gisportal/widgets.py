@@ -88,7 +88,15 @@ class OfflineOpenLayersWidget(OSMWidget):
     def get_context(self, name, value, attrs):
         context = super().get_context(name, value, attrs)
         # Read in the template through escapejs, inside a JS string literal.
-        context["tile_sources_json"] = json.dumps(ol_tile_sources(self.get_basemap()))
+        basemap = self.get_basemap()
+        if basemap is not None and self._basemap is _Unset:
+            # The admin edits stored (CGCS2000 ~ WGS84) coordinates: on GCJ-02 tiles they would look ~500 m
+            # off, and shifting what an editor draws is not worth the risk. Such basemaps stay off here.
+            from .maps import basemap_setting
+            from .mapping import basemap_crs
+            if basemap_crs(basemap_setting()) == "gcj02":
+                basemap = None
+        context["tile_sources_json"] = json.dumps(ol_tile_sources(basemap))
         return context
 
 

@@ -130,8 +130,12 @@ def _csv_cell(v):
 
 
 def export_layer(kind: str, fmt: str, out, *, district: str | None = None, street: str | None = None,
-                 community: str | None = None, crs: str = "wgs84") -> ExportResult:
-    """Write layer ``kind`` to ``out`` in format ``fmt`` (see module docstring); returns what was written."""
+                 community: str | None = None, crs: str = "wgs84", rows_qs=None) -> ExportResult:
+    """Write layer ``kind`` to ``out`` in format ``fmt`` (see module docstring); returns what was written.
+
+    ``rows_qs``: write exactly these rows of the layer (a queryset the caller has already limited to what
+    its user may see and searched for) instead of the layer filtered by district / street / community.
+    """
     if kind not in SPECS:
         raise ExportProblem(f"未知图层 {kind!r}")
     if fmt not in FORMATS:
@@ -139,7 +143,12 @@ def export_layer(kind: str, fmt: str, out, *, district: str | None = None, stree
     if crs not in ("wgs84", "gcj02"):
         raise ExportProblem("--crs 只能是 wgs84 或 gcj02")
     out = Path(out)
-    qs = queryset(kind, district=district, street=street, community=community)
+    if rows_qs is not None:
+        if rows_qs.model is not SPECS[kind].model:
+            raise ExportProblem(f"查询集不属于图层 {kind!r}")
+        qs = rows_qs.order_by("pk")
+    else:
+        qs = queryset(kind, district=district, street=street, community=community)
     rows = ((a, _shift(g, crs)) for a, g in _rows(kind, qs))
     fields = export_fields(kind)
     if fmt == "geojson":
