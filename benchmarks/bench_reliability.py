@@ -4,7 +4,8 @@
 
 1. Runs ``tests/security`` once per backend (pytest, ``GISPORTAL_RELIABILITY_FIGURES`` set) and collects
    the figures the tests count: bad-input cases tried and refused, canary connections, sentinel touches,
-   fault cases survived, concurrency races, backups verified.
+   fault cases survived, import runs and jobs reaped after a kill, disk-full imports, concurrent imports,
+   concurrency races, backups verified.
 2. Runs the permission matrix (tests/gisportal/test_permissions.py, when present) and reads its
    "unexpected allows" line.
 3. Database outage (PostGIS): a client loop requests ``/layers/districts.geojson`` through the real
@@ -200,6 +201,14 @@ def main() -> None:
         f"| XSS sinks checked (map, home, review x2, GeoJSON, KML, CSV) / payloads | "
         f"{' | '.join(str(results[b][0].get('xss_sinks_checked', 0)) + ' / ' + str(results[b][0].get('xss_payloads', 0)) for b in backends)} | all escaped |",
         f"| fault cases survived, zero partial rows | {fig('faults_survived')} | all |",
+        f"| killed import runs / jobs failed by the reaper (\"进程中断\"); live ones kept running | "
+        f"{' | '.join(str(results[b][0].get('runs_reaped', 0)) + ' / ' + str(results[b][0].get('jobs_reaped', 0)) for b in backends)} | 2 / 2 |",
+        f"| disk full mid-import refused cleanly (SQLite max_page_count + tmpfs; PostGIS tablespace on tmpfs) | "
+        f"{sum_of('disk_full_')} | 2 / 1 |",
+        f"| two imports at once, clean outcome (SQLite: waited then ok, busy refused; PostGIS: both ok, "
+        f"same codes one refused) | {fig('concurrency_imports')} | 2 |",
+        f"| of which the same codes were caught by the unique constraint (not at validation) | "
+        f"{fig('concurrency_import_unique_conflict_postgis')} | - / 1 |",
         f"| parallel decision races (2, 5, 20): one winner each | {fig('concurrency_races')} | 3 |",
         f"| conflicts returned (409) | {fig('concurrency_conflicts')} | 24 |",
         f"| backup -> restore round trips verified (tables) | "

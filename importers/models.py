@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 
 class ImportRun(models.Model):
     class Status(models.TextChoices):
+        RUNNING = "running", _("运行中")
         OK = "ok", _("已导入")
         REFUSED = "refused", _("已拒绝")
         FAILED = "failed", _("失败")
@@ -28,6 +29,11 @@ class ImportRun(models.Model):
     deleted = models.PositiveIntegerField(_("删除"), default=0)
     error_count = models.PositiveIntegerField(_("错误数"), default=0)
     report = models.JSONField(_("报告"), default=dict)
+    #: ``host:pid:start`` of the process writing the import (``start``: the process's start time in clock
+    #: ticks from /proc, so a reused pid is not taken for the writer). A ``running`` run whose process is
+    #: gone is marked ``failed`` by :func:`importers.services.runs_reap_stale`.
+    worker = models.CharField(_("进程"), max_length=128, blank=True)
+    error = models.TextField(_("失败原因"), blank=True)
 
     class Meta:
         ordering = ["-started_at"]

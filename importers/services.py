@@ -19,13 +19,14 @@ import numpy as np
 import shapely
 from django.conf import settings
 from django.contrib.gis.geos import GEOSGeometry, Polygon as GEOSPolygon
-from django.db import connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 from shapely.strtree import STRtree
 
 from layers import models as layer_models
 from layers.analysis.gcj02 import geometry_gcj02_to_wgs84
+from layers.services_reap import DEFAULT_MAX_AGE_S, stale_reason, worker_id
 
 from . import crs as crsmod
 from . import mapping as fieldmap
@@ -162,6 +163,7 @@ def import_file(kind: str, path, *, srid: int | str | None = None, encoding: str
     the name shown in messages (the upload's original name); it defaults to the path's name.
     """
     t0 = time.perf_counter()
+    _sqlite_busy_timeout()
     path = Path(path)
     report = ImportReport(kind=kind, file=file_name or path.name, mode=mode, dry_run=dry_run)
     limits = limits or limits_from_settings()
@@ -171,13 +173,101 @@ def import_file(kind: str, path, *, srid: int | str | None = None, encoding: str
              progress=progress, limits=limits)
     except _Stop:
         pass
+    except DatabaseError as exc:
+        fault = db_fault(exc)
+        if fault is None:
+            _run_failed(report, exc)
+            raise
+        report.add("error", *fault)
+        report.status = "failed"
+        report.elapsed_s = round(time.perf_counter() - t0, 3)
+        _run_failed(report, exc)
+    except BaseException as exc:   # a bug, a cancelled job, Ctrl-C: the run says so, the caller sees it
+        _run_failed(report, exc)
+        raise
     report.elapsed_s = round(time.perf_counter() - t0, 3)
     if report.errors:
-        report.status = "refused"
+        if report.status != "failed":
+            report.status = "refused"
         report.created = report.updated = report.deleted = 0
-        if not dry_run and report.sha256:
+        if not dry_run and report.sha256 and report.status == "refused":
             _record(report, user, ImportRun.Status.REFUSED)
     return report
+
+
+def _sqlite_busy_timeout() -> None:
+    """Make SQLite wait the settings' ``OPTIONS["timeout"]`` for a concurrent writer.
+
+    Loading mod_spatialite resets the connection's busy timeout to 5 s (after Django applied
+    ``timeout``), so without this a second import gave up after 5 s instead of the configured 20 s.
+    """
+    if connection.vendor != "sqlite":
+        return
+    timeout = connection.settings_dict.get("OPTIONS", {}).get("timeout")
+    if timeout:
+        connection.ensure_connection()
+        connection.connection.execute(f"PRAGMA busy_timeout = {int(float(timeout) * 1000)}")
+
+
+#: Database faults an import reports as an error (code, message) instead of a traceback; nothing of the
+#: import was written when they happen (the write is one transaction).
+DISK_FULL = ("disk_full", "磁盘已满，未写入任何数据；请清理数据库所在磁盘后重试（database or disk is full）")
+BUSY = ("database_busy", "数据库正忙，请稍后重试；未写入任何数据（database is busy, try again）")
+CONFLICT = ("code_conflict", "编码与同时写入的数据重复（可能同一文件正被另一个导入写入），未写入任何数据；"
+                             "请检查后重试（duplicate code written concurrently, nothing imported）")
+
+
+def db_fault(exc: BaseException) -> tuple[str, str] | None:
+    """The user error for a database fault during an import, or ``None`` for anything else.
+
+    SQLite: "database or disk is full" (also ``PRAGMA max_page_count`` reached), "database is locked"
+    (the busy timeout ran out while another process held the write lock). PostgreSQL: SQLSTATE class 53
+    (insufficient resources: disk full, out of memory), 55P03 (lock not available), 40P01 / 40001 (deadlock,
+    serialization failure: the transaction was rolled back, try again), 23505 (a unique
+    violation by a concurrent writer: the codes were checked before the write).
+    """
+    cause = exc.__cause__ or exc
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None) or ""
+    text = str(cause).lower()
+    if sqlstate.startswith("53") or "disk is full" in text or "no space left" in text:
+        return DISK_FULL
+    if sqlstate in ("55P03", "40P01", "40001") or "database is locked" in text or "database is busy" in text:
+        return BUSY
+    if isinstance(exc, IntegrityError) and (sqlstate == "23505" or "unique constraint" in text):
+        return CONFLICT
+    return None
+
+
+def _run_failed(report: ImportReport, exc: BaseException) -> None:
+    """Mark the import's running ImportRun failed with the reason (best effort: the database may be the
+    fault; a run left running is failed later by :func:`runs_reap_stale`)."""
+    if report.run_id is None:
+        return
+    reason = f"{type(exc).__name__}: {exc}"[:2000]
+    try:
+        ImportRun.objects.filter(pk=report.run_id, status=ImportRun.Status.RUNNING).update(
+            status=ImportRun.Status.FAILED, error=reason, finished_at=timezone.now(),
+            error_count=len(report.errors), report=report.as_dict())
+    except DatabaseError:
+        pass
+
+
+def runs_reap_stale(*, max_age_s: float | None = DEFAULT_MAX_AGE_S) -> list[int]:
+    """Mark ``running`` ImportRuns whose process is gone ``failed`` with the reason; returns their ids.
+
+    A run records its writer as ``host:pid:start`` (:func:`layers.services_reap.worker_id`); on this host a
+    dead writer is certain ("进程中断 / interrupted (process died)"); a writer on another host is judged by
+    age (``max_age_s``; ``None``: never). A live import is left alone.
+    """
+    now = timezone.now()
+    reaped = []
+    for pk, worker, started_at in ImportRun.objects.filter(status=ImportRun.Status.RUNNING).values_list(
+            "pk", "worker", "started_at"):
+        reason = stale_reason(worker, started_at, max_age_s=max_age_s, now=now)
+        if reason and ImportRun.objects.filter(pk=pk, status=ImportRun.Status.RUNNING).update(
+                status=ImportRun.Status.FAILED, error=reason, finished_at=now):
+            reaped.append(pk)
+    return reaped
 
 
 def _run(report: ImportReport, kind, path, *, srid, encoding, layer, gcj02, overrides, mode, make_valid,
@@ -833,6 +923,8 @@ def _write(report, spec, records, mode, user, progress) -> None:
     """One transaction; instances are built batch by batch (WRITE_BATCH) so only one batch of model
     instances and GEOS geometries is alive at a time."""
     model = spec.model
+    runs_reap_stale()   # runs of dead importers (a killed command, worker or web process) end failed
+    _run_begin(report, user)
     try:
         with transaction.atomic():
             existing = {}
@@ -889,7 +981,23 @@ def _write(report, spec, records, mode, user, progress) -> None:
         raise _Stop from None
 
 
+def _run_begin(report: ImportReport, user) -> None:
+    """Record the import as running, committed before the write (in autocommit), with its process: if
+    the process dies in the write, the row says so and :func:`runs_reap_stale` can fail it."""
+    run = ImportRun.objects.create(
+        user=user if getattr(user, "pk", None) else None, kind=report.kind, file_name=report.file[:255],
+        sha256=report.sha256, size_bytes=report.size_bytes, mode=report.mode, status=ImportRun.Status.RUNNING,
+        features_read=report.features_read, worker=worker_id()[:128])
+    report.run_id = run.pk
+
+
 def _record(report: ImportReport, user, status) -> None:
+    if report.run_id is not None:   # the running row of this import (updated in the write's transaction)
+        ImportRun.objects.filter(pk=report.run_id).update(
+            status=status, features_read=report.features_read, created=report.created, updated=report.updated,
+            deleted=report.deleted, error_count=len(report.errors), report=report.as_dict(),
+            finished_at=timezone.now())
+        return
     run = ImportRun.objects.create(
         user=user if getattr(user, "pk", None) else None, kind=report.kind, file_name=report.file[:255],
         sha256=report.sha256, size_bytes=report.size_bytes, mode=report.mode, status=status,

@@ -6,9 +6,12 @@
 * PostGIS: the importing session terminated (``pg_terminate_backend``) mid-write: no row; a statement
   timeout cancels a hostile geometry query and the connection stays usable.
 * Database unreachable during a request: 503 with Retry-After (gisportal.security), then recovery.
+* After a SIGKILL the import's run says ``running``; ``manage.py reap_jobs`` (and the next import) fails it
+  with "进程中断 / interrupted (process died)", and likewise a Job whose db_worker died; live ones stay.
 """
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -29,7 +32,7 @@ from importers import services as import_services
 from importers.models import ImportRun
 from layers import models
 
-from .conftest import PY, ROOT, SEED, backend, count
+from .conftest import PY, ROOT, SEED, backend, count, manage
 from .test_hostile import B, L, city  # noqa: F401  (fixture)
 
 HEADER = "编码,名称,类型,面积,经度,纬度\n"
@@ -64,12 +67,14 @@ def test_exception_at_a_feature_writes_nothing(city, tmp_path, monkeypatch, wher
     monkeypatch.setattr(import_services, "WRITE_BATCH", 1)   # one INSERT per feature: k-1 rows precede the fault
     monkeypatch.setattr(QuerySet, "bulk_create", bulk_create)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    runs_before = ImportRun.objects.count()
+    runs_before = set(ImportRun.objects.values_list("pk", flat=True))
     with pytest.raises(RuntimeError, match="injected"):
         import_services.import_file("facilities", path)
     assert written["n"] == fail_at - 1
     assert models.ServiceFacility.objects.filter(code__startswith="999J").count() == 0
-    assert ImportRun.objects.count() == runs_before   # the OK run record rolled back with the rows
+    # no OK record (it rolled back with the rows): the run is failed, with the reason
+    runs = list(ImportRun.objects.exclude(pk__in=runs_before).values_list("status", "error", "created"))
+    assert runs == [("failed", f"RuntimeError: injected fault at feature {fail_at}", 0)], runs
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("gisportal-")] == []
     # the same file imports cleanly once the fault is gone
     monkeypatch.setattr(QuerySet, "bulk_create", real)
@@ -232,3 +237,230 @@ class BrokenSessionMiddleware:
 
     def __call__(self, request):
         raise OperationalError("server closed the connection unexpectedly")
+
+
+# ------------------------------------------------------------------ after the kill: the run is failed
+REAP_SETUP = r"""
+import json, socket
+from datetime import timedelta
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+from importers.models import ImportRun
+from layers.models import Job
+dead = ImportRun.objects.get(status="running").worker
+live, host = {live!r}, socket.gethostname()
+now = timezone.now()
+def run(worker, age_h=0):
+    r = ImportRun.objects.create(kind="facilities", file_name="x.csv", sha256="0" * 64, status="running",
+                                 worker=worker)
+    ImportRun.objects.filter(pk=r.pk).update(started_at=now - timedelta(hours=age_h))
+    return r.pk
+def job(worker=None, age_h=0):
+    j = Job.objects.create(kind="coverage", status="running", params={{}}, started_at=now - timedelta(hours=age_h))
+    if worker:
+        DBTaskResult.objects.create(args_kwargs={{"args": [j.pk], "kwargs": {{}}}}, task_path="gisportal.tasks.coverage_job",
+                                    backend_name="default", queue_name="default", run_after=now, status="RUNNING",
+                                    worker_ids=[worker], exception_class_path="", traceback="")
+    return j.pk
+ids = {{"run_live": run(live), "run_other_host_new": run("elsewhere:1:1"), "run_other_host_old": run("elsewhere:1:1", 7),
+        "job_dead": job(dead), "job_live": job(live), "job_random_worker_new": job("a" * 32),
+        "job_no_task_old": job(None, 7)}}
+print("IDS" + json.dumps(ids))
+"""
+
+REAP_READ = r"""
+import json
+from django_tasks_db.models import DBTaskResult
+from importers.models import ImportRun
+from layers.models import Job
+out = {"runs": {r.pk: [r.status, r.error] for r in ImportRun.objects.all()},
+       "jobs": {j.pk: [j.status, j.error] for j in Job.objects.all()},
+       "tasks": {t.args_kwargs["args"][0]: t.status for t in DBTaskResult.objects.all()}}
+print("OUT" + json.dumps(out, ensure_ascii=False))
+"""
+
+
+def _line(out: str, tag: str):
+    return json.loads(next(line for line in out.splitlines() if line.startswith(tag))[len(tag):])
+
+
+@pytest.mark.slow
+def test_sigkilled_import_run_is_failed_by_the_reaper(scratch_db):
+    from layers.services_reap import REASON_DIED, REASON_STALE, worker_id
+
+    db = scratch_db
+    db.shell(SEED)
+    csv_path = db.root / "big.csv"
+    facilities_csv(csv_path, 12_000, "999R")
+    proc, master, _seen = _run_until_write(db, csv_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    os.close(master)
+    killed = _line(db.shell(REAP_READ), "OUT")["runs"]
+    assert [v for v in killed.values()] == [["running", ""]]    # what a killed import leaves behind
+    ids = _line(db.shell(REAP_SETUP.format(live=worker_id())), "IDS")   # "live": this pytest process
+    out = manage(["reap_jobs"], db.env).stdout
+    assert "2 job(s) failed" in out and "2 import run(s) failed" in out, out
+    doc = _line(db.shell(REAP_READ), "OUT")
+    runs, jobs, tasks = doc["runs"], doc["jobs"], doc["tasks"]
+    (killed_pk,) = killed
+    stale = REASON_STALE.format(hours=6)
+    assert runs[killed_pk] == ["failed", REASON_DIED]
+    assert "进程中断" in REASON_DIED and "interrupted (process died)" in REASON_DIED
+    assert runs[str(ids["run_live"])] == ["running", ""]                 # a live import is left alone
+    assert runs[str(ids["run_other_host_new"])] == ["running", ""]       # cannot tell, too young to judge
+    assert runs[str(ids["run_other_host_old"])] == ["failed", stale]
+    assert jobs[str(ids["job_dead"])] == ["failed", REASON_DIED]
+    assert tasks[str(ids["job_dead"])] == "FAILED"                       # its django-tasks row too
+    assert jobs[str(ids["job_live"])] == ["running", ""]
+    assert tasks[str(ids["job_live"])] == "RUNNING"
+    assert jobs[str(ids["job_random_worker_new"])] == ["running", ""]
+    assert jobs[str(ids["job_no_task_old"])] == ["failed", stale]
+    # the next import reaps by itself, and succeeds; the failed rows keep their reason
+    manage(["shell", "-c", "from importers.models import ImportRun; ImportRun.objects.filter(status='failed')"
+            ".update(status='running', error='')"], db.env)
+    small = db.root / "small.csv"
+    facilities_csv(small, 30, "999Q")
+    manage(["import_layer", "facilities", str(small)], db.env, timeout=300)
+    runs = _line(db.shell(REAP_READ), "OUT")["runs"]
+    assert runs[killed_pk] == ["failed", REASON_DIED]
+    assert runs[str(ids["run_live"])] == ["running", ""]
+    assert sorted(v[0] for v in runs.values()).count("ok") == 1
+    count("faults_survived")
+    count("runs_reaped", 2)
+    count("jobs_reaped", 2)
+    count(f"sigkill_reaped_{backend()}")
+
+
+
+# ------------------------------------------------------------------ which database faults become user errors
+def test_db_fault_classifies_database_errors():
+    import sqlite3 as sq
+
+    from django.db import utils as dbu
+
+    def wrapped(django_cls, inner):
+        exc = django_cls(*inner.args)
+        exc.__cause__ = inner
+        return exc
+
+    class PgError(Exception):
+        def __init__(self, msg, sqlstate):
+            super().__init__(msg)
+            self.sqlstate = sqlstate
+
+    f = import_services.db_fault
+    assert f(wrapped(dbu.OperationalError, sq.OperationalError("database or disk is full"))) == import_services.DISK_FULL
+    assert f(wrapped(dbu.OperationalError, sq.OperationalError("database is locked"))) == import_services.BUSY
+    assert f(wrapped(dbu.IntegrityError, sq.IntegrityError("UNIQUE constraint failed: x.code"))) == \
+        import_services.CONFLICT
+    assert f(wrapped(dbu.OperationalError, PgError("could not extend file: No space left on device", "53100"))) == \
+        import_services.DISK_FULL
+    assert f(wrapped(dbu.OperationalError, PgError("deadlock detected", "40P01"))) == import_services.BUSY
+    assert f(wrapped(dbu.IntegrityError, PgError("duplicate key value violates unique constraint", "23505"))) == \
+        import_services.CONFLICT
+    # anything else stays an exception (a bug must not pass for a user error)
+    assert f(wrapped(dbu.OperationalError, sq.OperationalError("no such table: x"))) is None
+    assert f(wrapped(dbu.IntegrityError, sq.IntegrityError("NOT NULL constraint failed: x.name"))) is None
+    assert f(wrapped(dbu.ProgrammingError, PgError("syntax error", "42601"))) is None
+    for code, msg in (import_services.DISK_FULL, import_services.BUSY, import_services.CONFLICT):
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in msg) and "(" in msg.replace("（", "(")   # zh + en
+
+
+def test_worker_alive_on_this_host(tmp_path):
+    from layers.services_reap import worker_alive, worker_id
+
+    me = worker_id()
+    assert worker_alive(me) is True
+    child = subprocess.Popen([PY, "-c", "pass"])
+    child.wait()
+    dead = worker_id(child.pid)   # start time unknown once gone: host:pid: -> judged by the pid alone
+    assert worker_alive(dead) is False
+    host, pid, start = me.split(":")
+    assert worker_alive(f"{host}:{pid}:{int(start) + 1}") is False    # the pid was reused by another process
+    assert worker_alive(f"{host}x:{pid}:{start}") is None             # another host: cannot tell
+    assert worker_alive("a" * 32) is None                             # django-tasks' random worker id
+
+
+# ------------------------------------------------------------------ a killed db_worker: its Job is failed
+#: How scripts/serve.sh starts the worker: ``exec`` keeps the shell's pid, so the worker id names the
+#: worker process itself (host:pid:start time), and the reaper can tell when it is gone.
+WORKER_CMD = ('exec "$0" manage.py db_worker --no-startup-delay --interval 0.2 '
+              '--worker-id "$(hostname | cut -c1-40):$$:$(cut -d" " -f22 /proc/$$/stat)"')
+
+QUEUE_IMPORT = r"""
+import shutil
+from pathlib import Path
+from django.conf import settings
+from gisportal.tasks import job_enqueue, job_queue
+folder = Path("uploads") / "reaptest"
+(Path(settings.MEDIA_ROOT) / folder).mkdir(parents=True)
+shutil.copy({csv!r}, Path(settings.MEDIA_ROOT) / folder / "big.csv")
+job = job_queue("import", {{"kind": "facilities", "upload": str(folder / "big.csv"), "file_name": "big.csv"}})
+job_enqueue(job)
+print("JOB", job.pk)
+"""
+
+STATE = r"""
+import json
+from django_tasks_db.models import DBTaskResult
+from importers.models import ImportRun
+from layers.models import Job
+print("OUT" + json.dumps({"jobs": [[j.pk, j.status, j.error] for j in Job.objects.order_by("pk")],
+                          "runs": [[r.status, r.error, r.worker] for r in ImportRun.objects.order_by("pk")],
+                          "tasks": [[t.status, t.worker_ids] for t in DBTaskResult.objects.all()]},
+                         ensure_ascii=False))
+"""
+
+
+def _run_statuses(db) -> list[str]:
+    """ImportRun statuses read directly (no Django start-up: polled while an import writes)."""
+    sql = "SELECT status FROM importers_importrun ORDER BY id"
+    if db.url:
+        with _pg(db.url) as c:
+            return [r[0] for r in c.execute(sql)]
+    con = sqlite3.connect(db.sqlite_path, timeout=5)
+    try:
+        return [r[0] for r in con.execute(sql)]
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_sigkilled_db_worker_job_is_failed_by_reap_jobs(scratch_db):
+    from layers.services_reap import REASON_DIED
+
+    db = scratch_db
+    db.shell(SEED)
+    csv_path = db.root / "big.csv"
+    facilities_csv(csv_path, 12_000, "999W")
+    out = db.shell(QUEUE_IMPORT.format(csv=str(csv_path)))
+    job_pk = int(next(ln.split()[1] for ln in out.splitlines() if ln.startswith("JOB")))
+    worker = subprocess.Popen(["bash", "-c", WORKER_CMD, PY], env=db.env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:   # wait for the import's running row: its write has begun
+            statuses = _run_statuses(db)
+            if statuses:
+                break
+            assert worker.poll() is None, "the worker died"
+            time.sleep(0.1)
+        assert statuses == ["running"], f"the import job never reached its write: {statuses}"
+        time.sleep(0.3)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(30)
+    state = _line(db.shell(STATE), "OUT")
+    assert state["jobs"] == [[job_pk, "running", ""]] and state["tasks"][0][0] == "RUNNING", state
+    assert state["tasks"][0][1] == [state["runs"][0][2]]   # the worker id is the process the import recorded
+    assert "1 job(s) failed" in manage(["reap_jobs", "--max-age-hours", "0"], db.env).stdout
+    state = _line(db.shell(STATE), "OUT")
+    assert state["jobs"] == [[job_pk, "failed", REASON_DIED]], state
+    assert [r[:2] for r in state["runs"]] == [["failed", REASON_DIED]], state
+    assert state["tasks"][0][0] == "FAILED"
+    assert (_rows_pg(db.url, "999W") if db.url else _rows_sqlite(db.sqlite_path, "999W")[0]) == 0
+    count("faults_survived")
+    count("jobs_reaped")
+    count("runs_reaped")
+    count(f"worker_sigkill_reaped_{backend()}")
