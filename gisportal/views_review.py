@@ -2,7 +2,10 @@
 
 Thin: a submission is read by ``layers.services_review.parse_submission`` / ``parse_path`` and checked by
 ``review_submission`` (the path ``manage.py review_project`` takes); ``save_review`` stores project,
-facilities and report. The map (folium) and the PDF (``layers.analysis.report_pdf``) draw the same
+facilities and report, ``layers.services_resubmit.save_resubmission`` a new version of a stored project.
+A submission comes as a file (GeoJSON, Shapefile .zip, GeoPackage, DXF), as pasted GeoJSON, or drawn on
+the list page's map (``static/gisportal/review_draw.js`` writes a GeoJSON FeatureCollection into the
+form's hidden ``drawn`` field; it is parsed like any upload). The map (folium) and the PDF (``layers.analysis.report_pdf``) draw the same
 :class:`~layers.analysis.report_pdf.ReviewMapLayers`.
 
 Access: planners (``layers.add_housingproject``) submit and see their own projects; admins (superusers
@@ -24,8 +27,8 @@ import folium
 import numpy as np
 import shapely
 from django import forms
+from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -37,6 +40,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from importers.crs import ALLOWED_SRIDS
 from layers import models, services_review
 from layers.analysis import rules as R
 from layers.analysis.report_pdf import (FACILITY_COLOR, FIRE_COLOR, SHELTER_COLOR, SITE_COLOR, STATUS_COLORS,
@@ -45,11 +49,12 @@ from layers.analysis.report_pdf import (FACILITY_COLOR, FIRE_COLOR, SHELTER_COLO
 from layers.analysis.submission import MAX_BYTES, Submission, SubmissionError
 from layers.models_review import ReviewDecision, ReviewReport
 from layers.selectors import geoms_to_lonlat
+from layers.services_resubmit import RESUBMIT_FROM, ResubmitProblem, save_resubmission
 from layers.services_decisions import DecisionProblem
 from layers.services_decisions import review_decide as review_decide_service
 
-from .mapping import make_map, render_map_html, safe_tooltip
-from .maps import basemap_setting
+from .mapping import basemap_tiles, make_map, render_map_html, safe_tooltip
+from .maps import basemap_setting, drawn_geojson_text, overlay_geojson
 
 SUBMIT_PERMISSION = "layers.add_housingproject"
 VIEW_PERMISSION = "layers.view_housingproject"
@@ -64,7 +69,6 @@ TRANSITIONS = {
     Action.REJECTED: ((Status.IN_REVIEW,), Status.REJECTED),
     Action.COMMENT: (tuple(Status.values), None),
 }
-RESUBMIT_FROM = (Status.SUBMITTED, Status.REJECTED)
 
 
 def _lang() -> str:
@@ -86,43 +90,135 @@ def _project(request, pk: int) -> models.HousingProject:
 
 
 # ------------------------------------------------------------------ submission input
+#: Upload suffixes read by ``services_review.parse_path`` (GeoJSON is read in memory).
+FILE_SUFFIXES = (".zip", ".gpkg", ".dxf")
+GEOJSON_SUFFIXES = (".geojson", ".json", "")
+
+
 class SubmissionForm(forms.Form):
-    file = forms.FileField(label=_("报审文件（GeoJSON）"), required=False)
+    """One submission, from exactly one source: an uploaded file, pasted GeoJSON, or the features drawn
+    on the page's map (``drawn``: a GeoJSON FeatureCollection in lon/lat that the page's script writes).
+    All three are parsed by ``services_review`` (``parse_submission`` / ``parse_path``), so every refusal
+    says the same thing whichever way the project came in."""
+
+    file = forms.FileField(label=_("报审文件（GeoJSON、Shapefile 压缩包 .zip、GeoPackage、DXF）"), required=False,
+                           widget=forms.ClearableFileInput(attrs={
+                               "accept": ".geojson,.json,.zip,.gpkg,.dxf"}))
     text = forms.CharField(label=_("或粘贴 GeoJSON"), required=False,
                            widget=forms.Textarea(attrs={"rows": 6, "cols": 48, "spellcheck": "false"}))
-    srid = forms.IntegerField(label=_("坐标系 EPSG（可选）"), required=False, min_value=1000, max_value=999999,
-                              help_text=_("留空：按文件的 crs，否则为经纬度（EPSG:4326/4490）"))
+    srid = forms.IntegerField(label=_("坐标系 EPSG（可选）"), required=False,
+                              help_text=_("留空：按文件的 crs，否则为经纬度（EPSG:4326/4490）；DXF 文件必须填写"))
+    drawn = forms.CharField(required=False, widget=forms.HiddenInput(attrs={"id": "id_drawn"}),
+                            max_length=MAX_BYTES)
+    # The site's properties: what a drawing carries (the page's script copies them into the drawn site),
+    # and for a .zip / .gpkg / .dxf upload what fills the properties the file leaves empty
+    # (``parse_path(attrs=...)``). Checked where every submission is checked (``project_from_features``).
+    site_name = forms.CharField(label=_("项目名称"), required=False, max_length=128,
+                                widget=forms.TextInput(attrs={"data-prop": "name"}))
+    site_developer = forms.CharField(label=_("建设单位"), required=False, max_length=128,
+                                     widget=forms.TextInput(attrs={"data-prop": "developer"}))
+    site_households = forms.CharField(label=_("户数"), required=False, max_length=12, widget=forms.TextInput(
+        attrs={"data-prop": "households", "inputmode": "numeric", "size": 8}))
+    site_population = forms.CharField(label=_("人口（可选）"), required=False, max_length=12, widget=forms.TextInput(
+        attrs={"data-prop": "population", "inputmode": "numeric", "size": 8}))
+
+    SOURCE_FIELDS = ("file", "text", "srid")
+    SITE_FIELDS = ("site_name", "site_developer", "site_households", "site_population")
+
+    def source_fields(self):
+        return [self[n] for n in self.SOURCE_FIELDS]
+
+    def site_fields(self):
+        return [self[n] for n in self.SITE_FIELDS]
+
+    def site_attrs(self) -> dict:
+        """The site properties given in the form (only those filled in)."""
+        d = self.cleaned_data
+        return {k: d[f"site_{k}"].strip() for k in ("name", "developer", "households", "population")
+                if (d.get(f"site_{k}") or "").strip()}
+
+    def clean_srid(self):
+        srid = self.cleaned_data.get("srid")
+        if srid is not None and srid not in ALLOWED_SRIDS:
+            raise forms.ValidationError(
+                _("EPSG:%(srid)s 不在允许的坐标系列表中（CGCS2000、西安80、北京54 的经纬度与高斯-克吕格投影带，"
+                  "WGS84 EPSG:4326，Web 墨卡托 EPSG:3857）"), params={"srid": srid})
+        return srid
 
     def clean(self):
         data = super().clean()
-        if not data.get("file") and not (data.get("text") or "").strip():
-            raise forms.ValidationError(_("请上传文件或粘贴 GeoJSON"))
         f = data.get("file")
+        given = [bool(f), bool((data.get("text") or "").strip()), bool((data.get("drawn") or "").strip())]
+        if not any(given):
+            raise forms.ValidationError(_("请上传文件、粘贴 GeoJSON 或在地图上绘制"))
+        if sum(given) > 1:
+            raise forms.ValidationError(_("请只用一种方式提交：上传文件、粘贴 GeoJSON 或在地图上绘制"))
         if f is not None and f.size > MAX_BYTES:
             raise forms.ValidationError(_("文件过大"))
         return data
 
 
-def read_submission(form: SubmissionForm) -> tuple[Submission, str]:
-    """(parsed submission, its GeoJSON text to carry to the save step). Raises SubmissionError."""
+def _upload_to_path(f, suffix: str, tmp: str) -> Path:
+    """Write the upload under a name we chose in our private temp dir; refuse more than MAX_BYTES."""
+    p = Path(tmp) / f"submission{suffix}"
+    written = 0
+    with open(p, "wb") as out:
+        for chunk in f.chunks():
+            written += len(chunk)
+            if written > MAX_BYTES:
+                raise SubmissionError("too_large", "文件过大", "the file is too large")
+            out.write(chunk)
+    return p
+
+
+def submission_geojson(sub: Submission) -> str:
+    """The parsed submission as GeoJSON in the storage CRS (``crs`` member EPSG:GIS_SRID): what the
+    result page carries to the save step for a file that has no GeoJSON text of its own (.zip, .gpkg,
+    .dxf); parsing it again gives the same project, coordinate for coordinate."""
+    p = sub.project
+    site = {"role": "site", "name": p.name, "developer": p.developer, "households": p.households}
+    if p.population_declared is not None:
+        site["population"] = p.population_declared
+    feats = [_feature(p.site, **site)] + [
+        _feature(f.geom, role="facility", name=f.name, kind=f.kind, floor_area_m2=f.floor_area_m2)
+        for f in p.facilities]
+    srid = settings.GIS_SRID
+    return json.dumps({"type": "FeatureCollection",
+                       "crs": {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{srid}"}},
+                       "features": feats}, ensure_ascii=False)
+
+
+def read_submission(form: SubmissionForm) -> tuple[Submission, str, int | None]:
+    """(parsed submission, GeoJSON text to carry to the save step, the srid to carry with it).
+    Raises SubmissionError.
+
+    Drawn features are lon/lat by construction (the ``srid`` field applies to files and pasted text).
+    A .zip / .gpkg / .dxf upload is written to a private temporary directory (removed in every case)
+    and read by ``services_review.parse_path``; its carried text is :func:`submission_geojson`.
+    """
     d = form.cleaned_data
     f = d.get("file")
+    srid = d.get("srid")
     if f is None:
+        drawn = (d.get("drawn") or "").strip()
+        if drawn:
+            drawn = drawn_geojson_text(drawn)   # from the basemap's coordinates back to lon/lat
+            return services_review.parse_submission(drawn), drawn, None
         text = d["text"]
-        return services_review.parse_submission(text, srid=d.get("srid")), text
+        return services_review.parse_submission(text, srid=srid), text, srid
     suffix = Path(f.name).suffix.lower()
-    if suffix in (".geojson", ".json", ""):
-        raw = f.read()
-        sub = services_review.parse_submission(raw, srid=d.get("srid"))
-        return sub, raw.decode("utf-8-sig")
-    # other formats: the service's file path (the importers' hook), under a name we chose
-    with tempfile.TemporaryDirectory(prefix="gisportal-review-") as tmp:
-        p = Path(tmp) / f"submission{suffix if suffix.isascii() and suffix[1:].isalnum() else ''}"
-        with open(p, "wb") as out:
-            for chunk in f.chunks():
-                out.write(chunk)
-        sub = services_review.parse_path(p, srid=d.get("srid"))
-    return sub, ""
+    if suffix in GEOJSON_SUFFIXES:
+        raw = f.read(MAX_BYTES + 1)
+        sub = services_review.parse_submission(raw, srid=srid)
+        return sub, raw.decode("utf-8-sig"), srid
+    if suffix not in FILE_SUFFIXES:
+        raise SubmissionError("format", f"不支持 {suffix[:12]} 格式的报审文件（可用：GeoJSON、.zip、.gpkg、.dxf）",
+                              f"{suffix[:12]} submissions are not supported (GeoJSON, .zip, .gpkg, .dxf)")
+    with tempfile.TemporaryDirectory(prefix="gisportal-review-") as tmp:  # mode 0700, removed on any exit
+        attrs = form.site_attrs()
+        kwargs = {"attrs": attrs} if attrs else {}
+        sub = services_review.parse_path(_upload_to_path(f, suffix, tmp), srid=srid, **kwargs)
+    return sub, submission_geojson(sub), None
 
 
 def run_review(sub: Submission) -> tuple[R.Review, ReviewMapLayers]:
@@ -213,45 +309,6 @@ def changes_text(ch: dict) -> str:
     return "；".join(lines) if lines else "无变化"
 
 
-@transaction.atomic
-def _store_resubmission(project: models.HousingProject, version: int, sub: Submission, review: R.Review, *,
-                        user, lang: str, changes: dict) -> ReviewReport:
-    """Replace the project's site and planned facilities with the resubmission; new report; history row.
-
-    Mirrors ``services_review.save_review`` for an existing project (to move there as
-    ``save_review(..., project=...)``). Raises PermissionDenied when someone else changed it meanwhile.
-    """
-    if models.HousingProject.objects.filter(pk=project.pk, version=version,
-                                            status__in=RESUBMIT_FROM).update(version=version + 1) != 1:
-        raise PermissionDenied(_g("项目已被他人修改，请刷新后重试"))
-    p = sub.project
-    district_code = review.location["districts"][0]["code"] if review.location["districts"] else None
-    project.refresh_from_db()
-    project.name, project.developer = p.name[:128], p.developer[:128]
-    project.households, project.population_declared = p.households, p.population_declared
-    project.district = models.District.objects.filter(code=district_code).first() if district_code else None
-    project.geom = services_review._geos(p.site)
-    project.status = Status.SUBMITTED
-    project.full_clean()
-    project.save()
-    project.facilities.all().delete()
-    for i, f in enumerate(p.facilities, start=1):
-        point = f.geom if f.geom.geom_type == "Point" else shapely.point_on_surface(f.geom)
-        obj = models.ServiceFacility(
-            code=f"P{project.pk}-F{i}", name=(f.name or f"{p.name} {i}")[:128],
-            kind=services_review.KIND_TO_MODEL.get(f.kind, f.kind), floor_area_m2=f.floor_area_m2,
-            status=models.ServiceFacility.Status.PLANNED, project=project, geom=services_review._geos(point),
-            footprint=services_review._geos(f.geom) if f.geom.geom_type == "Polygon" else None)
-        obj.full_clean()
-        obj.save()
-    report = ReviewReport.objects.create(project=project, rule_set=review.rule_set, verdict=review.verdict,
-                                         checks=review.as_dict(lang), reviewer=None)
-    ReviewDecision.objects.create(project=project, report=report, action=Action.SUBMITTED, user=user,
-                                  comment=_g("重新提交：") + changes_text(changes),
-                                  check_comments={"_changes": changes})
-    return report
-
-
 # ------------------------------------------------------------------ map
 def _lonlat(geoms) -> list:
     geoms = [g for g in geoms if g is not None and not g.is_empty]
@@ -326,10 +383,38 @@ def _check_rows(doc: dict, lang: str) -> list[dict]:
              "required_text": format_value(c.get("required"))} for c in doc.get("checks", [])]
 
 
+#: Outline simplification (m) of the districts drawn for orientation on the drawing map.
+DRAW_OUTLINE_SIMPLIFY_M = 100.0
+
+
+def facility_kind_choices() -> list[tuple[str, str]]:
+    """The facility kinds a planner picks from when drawing (the submission spelling of each)."""
+    K = models.ServiceFacility.Kind
+    inv = {v: k for k, v in services_review.KIND_TO_MODEL.items()}
+    return [(inv.get(value, value), label) for value, label in K.choices]
+
+
+def draw_map_data() -> dict:
+    """What the drawing map needs, in lon/lat: the basemap's tile layers (none when offline) and the
+    district outlines (simplified) for orientation."""
+    tiles = [{"url": t.url, "attribution": t.attribution, "subdomains": t.subdomains, "maxZoom": t.max_zoom,
+              "overlay": t.overlay, "name": t.name} for t in basemap_tiles(basemap_setting())]
+    rows = list(models.District.objects.order_by("code").values_list("code", "name", "geom"))
+    feats = []
+    if rows:
+        geoms = shapely.set_precision(geoms_to_lonlat([bytes(r[2].wkb) for r in rows],
+                                                      simplify_m=DRAW_OUTLINE_SIMPLIFY_M), 1e-5)
+        feats = [{"type": "Feature", "properties": {"code": c, "name": n}, "geometry": json.loads(g)}
+                 for (c, n, _g0), g in zip(rows, shapely.to_geojson(geoms))]
+    # drawn over the basemap: shifted onto GCJ-02 tiles when the basemap is GCJ-02 (read back in read_submission)
+    return {"tiles": tiles, "districts": overlay_geojson({"type": "FeatureCollection", "features": feats})}
+
+
 def _list_context(request, form=None) -> dict:
     qs = projects_for(request.user)
     return {"form": form or SubmissionForm(), "projects": list(qs[:50]), "admin_view": is_admin(request.user),
-            "waiting": qs.filter(status__in=(Status.SUBMITTED, Status.IN_REVIEW)).count()}
+            "waiting": qs.filter(status__in=(Status.SUBMITTED, Status.IN_REVIEW)).count(),
+            "draw": draw_map_data(), "facility_kinds": facility_kind_choices()}
 
 
 @login_required
@@ -345,7 +430,7 @@ def review_page(request: HttpRequest) -> HttpResponse:
         return render(request, "review/list.html", _list_context(request, form), status=400)
     lang = _lang()
     try:
-        sub, text = read_submission(form)
+        sub, text, text_srid = read_submission(form)
         review, layers = run_review(sub)
     except SubmissionError as exc:
         form.add_error(None, exc.message(lang))
@@ -363,7 +448,7 @@ def review_page(request: HttpRequest) -> HttpResponse:
     doc = review.as_dict(lang)
     return render(request, "review/result.html", {
         "doc": doc, "checks": _check_rows(doc, lang), "verdict_label": status_label(doc["verdict"], lang),
-        "map_html": review_map_html(layers), "submission_text": text, "srid": form.cleaned_data.get("srid"),
+        "map_html": review_map_html(layers), "submission_text": text, "srid": text_srid,
         "developer": sub.project.developer, "site_area": sub.project.site.area,
         "save_url": reverse("review"), "title": _g("审查结果（未保存）")})
 
@@ -462,12 +547,12 @@ def review_resubmit(request: HttpRequest, pk: int) -> HttpResponse:
     err = None
     if form.is_valid():
         try:
-            sub, text = read_submission(form)
+            sub, text, text_srid = read_submission(form)
             review, layers = run_review(sub)
         except SubmissionError as exc:
             err = exc.message(lang)
     else:
-        err = " ".join(str(e) for e in form.non_field_errors()) or _g("请上传文件或粘贴 GeoJSON")
+        err = " ".join(str(e) for errs in form.errors.values() for e in errs) or _g("请上传文件或粘贴 GeoJSON")
     if err:
         return render(request, "review/project.html",
                       _project_context(request, project, errors=[err], form=form), status=400)
@@ -478,15 +563,16 @@ def review_resubmit(request: HttpRequest, pk: int) -> HttpResponse:
         except ValueError:
             version = -1
         try:
-            _store_resubmission(project, version, sub, review, user=request.user, lang=lang, changes=changes)
-        except PermissionDenied as exc:
+            save_resubmission(project, version, sub, review, user=request.user, lang=lang, changes=changes,
+                              comment=_g("重新提交：") + changes_text(changes))
+        except ResubmitProblem as exc:
             return render(request, "review/project.html",
-                          _project_context(request, project, errors=[str(exc)]), status=409)
+                          _project_context(request, project, errors=[exc.message(lang)]), status=409)
         return redirect("review_project", pk=project.pk)
     doc = review.as_dict(lang)
     return render(request, "review/result.html", {
         "doc": doc, "checks": _check_rows(doc, lang), "verdict_label": status_label(doc["verdict"], lang),
-        "map_html": review_map_html(layers), "submission_text": text, "srid": form.cleaned_data.get("srid"),
+        "map_html": review_map_html(layers), "submission_text": text, "srid": text_srid,
         "developer": sub.project.developer, "site_area": sub.project.site.area, "project": project,
         "changes": changes, "changes_text": changes_text(changes),
         "save_url": reverse("review_resubmit", kwargs={"pk": project.pk}),

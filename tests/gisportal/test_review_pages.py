@@ -238,3 +238,179 @@ def test_pdf_report_has_verdict_and_rule_codes(client, planner, demo, tmp_path):
     # pages: A4
     info = subprocess.run(["pdfinfo", str(p)], capture_output=True, text=True).stdout
     assert re.search(r"^Pages:\s+2$", info, re.M) and "(A4)" in info
+
+
+# ------------------------------------------------------------------ drawn on the map, other file formats
+def _as_drawn(text):
+    """What review_draw.js writes for the same project: the features in lon/lat, properties as typed."""
+    fc = json.loads(text)
+    return json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": f["properties"], "geometry": f["geometry"]} for f in fc["features"]]},
+        ensure_ascii=False)
+
+
+def test_list_page_offers_drawing_without_inline_script(client, planner):
+    resp = client.get("/review/")
+    assert resp.status_code == 200
+    html = resp.content.decode()
+    for needle in ('id="draw-panel"', 'id="draw-map"', 'name="drawn"', 'id="draw-tiles"', 'id="draw-districts"',
+                   "vendor/leaflet/leaflet.js", "vendor/leaflet-draw/leaflet.draw.js", "gisportal/review_draw.js",
+                   'data-msg-site-start="绘制用地'):
+        assert needle in html, needle
+    # every <script> either loads a static file or is a JSON data block (CSP script-src 'self')
+    for tag in re.findall(r"<script[^>]*>", html):
+        assert " src=" in tag or 'type="application/json"' in tag, tag
+    assert "'unsafe-inline'" not in resp["Content-Security-Policy"].split("script-src", 1)[1].split(";")[0]
+    assert "cdn" not in html.lower() and "unpkg" not in html.lower()
+    # the district outlines, in lon/lat
+    districts = resp.context["draw"]["districts"]["features"]
+    assert len(districts) == models.District.objects.count()
+    if districts:
+        import shapely
+        from shapely.geometry import shape
+        xy = shapely.get_coordinates(shape(districts[0]["geometry"]))
+        assert ((113 < xy[:, 0]) & (xy[:, 0] < 117) & (39 < xy[:, 1]) & (xy[:, 1] < 43)).all()
+
+
+def test_drawn_submission_gives_the_same_report_as_the_upload(client, planner, demo):
+    for fixture in (GOOD, FAIL):
+        upload = client.post("/review/", {"file": _upload("p.geojson", fixture.encode()), "action": "check"})
+        drawn = client.post("/review/", {"drawn": _as_drawn(fixture), "action": "check"})
+        assert upload.status_code == drawn.status_code == 200
+        assert drawn.context["doc"] == upload.context["doc"]
+        assert drawn.context["doc"]["verdict"] == ("pass" if fixture is GOOD else "fail")
+        # the save step carries the drawn GeoJSON itself, and no srid (drawn is lon/lat)
+        assert json.loads(drawn.context["submission_text"]) == json.loads(_as_drawn(fixture))
+        assert drawn.context["srid"] is None
+    # a srid typed in the form does not apply to what was drawn
+    drawn = client.post("/review/", {"drawn": _as_drawn(GOOD), "srid": "4547", "action": "check"})
+    assert drawn.status_code == 200 and drawn.context["doc"]["verdict"] == "pass"
+    # and saving stores the same project as the upload would
+    before = counts()
+    resp = client.post("/review/", {"drawn": _as_drawn(GOOD), "action": "save"})
+    assert resp.status_code == 302
+    assert counts() == (before[0] + 1, before[1] + 2, before[2] + 1, before[3] + 1)
+    project = models.HousingProject.objects.latest("pk")
+    assert project.households == 500 and project.status == "submitted"
+
+
+def _upload(name, data):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    return SimpleUploadedFile(name, data)
+
+
+def _bad_drawn():
+    fc = json.loads(_as_drawn(GOOD))
+    out = {}
+    for key, change in {
+        "households_text": lambda f: f[0]["properties"].update(households="五百"),
+        "households_empty": lambda f: f[0]["properties"].update(households=None),
+        "area_missing": lambda f: f[1]["properties"].update(floor_area_m2=None),
+        "no_site": lambda f: f.pop(0),
+        "bowtie": lambda f: f[0]["geometry"].update(coordinates=[[[114.888, 40.800], [114.891, 40.802],
+                                                                  [114.891, 40.800], [114.888, 40.802],
+                                                                  [114.888, 40.800]]]),
+        "outside_city": lambda f: [g["geometry"].update(coordinates=[[[120.0, 30.0], [120.01, 30.0],
+                                                                      [120.01, 30.01], [120.0, 30.0]]])
+                                   for g in f[:1]],
+    }.items():
+        c = json.loads(json.dumps(fc))
+        change(c["features"])
+        out[key] = json.dumps(c, ensure_ascii=False)
+    out["not_json"] = '{"type": "FeatureCollection", "features": ['
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(_bad_drawn()))
+def test_bad_drawing_is_refused_with_the_reason_and_nothing_saved(client, planner, demo, case):
+    text = _bad_drawn()[case]
+    try:
+        services_review.review_submission(services_review.parse_submission(text))
+    except services_review.SubmissionError as exc:
+        expected = exc
+    else:
+        pytest.fail("the case is not refused by the service")
+    before = counts()
+    resp = client.post("/review/", {"drawn": text, "action": "save"})
+    assert resp.status_code == 400
+    html = resp.content.decode()
+    assert 'id="review-error"' in html and f'data-code="{expected.code}"' in html
+    assert expected.message_zh.replace("'", "&#x27;").replace('"', "&quot;") in html
+    assert counts() == before
+    # the drawing comes back in the form, for the page to restore it
+    assert resp.context["form"]["drawn"].value() == text
+
+
+def test_one_source_only_and_srid_allow_list(client, planner):
+    before = counts()
+    resp = client.post("/review/", {"text": GOOD, "drawn": _as_drawn(GOOD), "action": "save"})
+    assert resp.status_code == 400 and "只用一种方式" in resp.content.decode()
+    resp = client.post("/review/", {"text": GOOD, "srid": "32650", "action": "check"})
+    assert resp.status_code == 400 and "32650" in resp.content.decode()
+    assert counts() == before
+
+
+def test_uploads_in_other_formats_go_through_a_private_temp_dir(client, planner, monkeypatch, tmp_path):
+    import tempfile
+    seen = []
+
+    def fake_parse_path(path, *, srid=None, **kw):
+        path = Path(path)
+        seen.append((path, path.read_bytes(), srid, kw, oct(path.parent.stat().st_mode & 0o777)))
+        raise services_review.SubmissionError("format", "测试：无法读取", "test: unreadable")
+
+    monkeypatch.setattr(services_review, "parse_path", fake_parse_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = counts()
+    for name in ("site.ZIP", "p.gpkg", "plan.dxf"):
+        resp = client.post("/review/", {"file": _upload(name, b"PK\x03\x04 data"), "srid": "4547",
+                                        "site_households": "300", "action": "check"})
+        assert resp.status_code == 400 and "测试：无法读取" in resp.content.decode()
+    assert [(p.name, data, srid, kw) for p, data, srid, kw, _m in seen] == [
+        ("submission.zip", b"PK\x03\x04 data", 4547, {"attrs": {"households": "300"}}),
+        ("submission.gpkg", b"PK\x03\x04 data", 4547, {"attrs": {"households": "300"}}),
+        ("submission.dxf", b"PK\x03\x04 data", 4547, {"attrs": {"households": "300"}})]
+    assert all(m == "0o700" for *_x, m in seen)
+    assert all(not p.parent.exists() for p, *_x in seen)  # removed, error or not
+    assert list(tmp_path.iterdir()) == []
+    # a format we do not read is refused before anything is written
+    resp = client.post("/review/", {"file": _upload("x.exe", b"MZ"), "action": "check"})
+    assert resp.status_code == 400 and 'data-code="format"' in resp.content.decode()
+    assert len(seen) == 3 and counts() == before
+
+
+def test_file_submission_is_carried_to_the_save_step_exactly(client, planner, demo, monkeypatch):
+    """A .zip/.gpkg/.dxf has no GeoJSON text: the result page carries the parsed project in the storage
+    CRS, which parses back to the same coordinates and the same report."""
+    good = services_review.parse_submission(GOOD)
+    monkeypatch.setattr(services_review, "parse_path", lambda path, **kw: good)
+    resp = client.post("/review/", {"file": _upload("p.gpkg", b"x"), "action": "check"})
+    assert resp.status_code == 200 and resp.context["srid"] is None
+    text = resp.context["submission_text"]
+    again = services_review.parse_submission(text)
+    import shapely
+    assert shapely.equals_exact(again.project.site, good.project.site, tolerance=0)
+    assert [(f.kind, f.floor_area_m2, f.name) for f in again.project.facilities] == \
+        [(f.kind, f.floor_area_m2, f.name) for f in good.project.facilities]
+    assert all(shapely.equals_exact(a.geom, b.geom, tolerance=0)
+               for a, b in zip(again.project.facilities, good.project.facilities))
+    saved = client.post("/review/", {"text": text, "action": "check"})
+    assert saved.context["doc"] == resp.context["doc"]
+
+
+def test_stale_resubmission_is_refused_by_the_service(client, planner, demo):
+    from layers.services_resubmit import ResubmitProblem, save_resubmission
+    project = _save(client, GOOD)
+    sub = services_review.parse_submission(FAIL)
+    review = services_review.review_submission(sub)
+    before = counts()
+    with pytest.raises(ResubmitProblem) as e:
+        save_resubmission(project, project.version - 1, sub, review, user=planner, comment="x")
+    assert e.value.code == "version" and counts() == before
+    report = save_resubmission(project, project.version, sub, review, user=planner, comment="新版本",
+                               changes={"households": [500, 500]})
+    project.refresh_from_db()
+    assert report.verdict == "fail" and project.status == "submitted"
+    last = project.decisions.order_by("pk").last()
+    assert (last.action, last.comment, last.check_comments, last.report) == (
+        "submitted", "新版本", {"_changes": {"households": [500, 500]}}, report)
