@@ -29,7 +29,6 @@ from typing import Any, Mapping
 import numpy as np
 import shapely
 import shapely.geometry
-from django.apps import apps
 from django.conf import settings
 from django.contrib.gis.db.models.functions import AsWKB
 from django.contrib.gis.geos import GEOSGeometry, Polygon
@@ -579,19 +578,12 @@ def review_path(path, *, srid: int | None = None,
 # --------------------------------------------------------------------------------------------
 # saving
 # --------------------------------------------------------------------------------------------
-def _review_report_model():
-    try:
-        return apps.get_model("layers", "ReviewReport")
-    except LookupError:
-        return None
-
-
 @transaction.atomic
 def save_review(sub: Submission, review: R.Review, *, user=None, lang: str = "zh"):
     """Store the project (status ``in_review``), its facilities and the report; one transaction.
 
-    Returns the HousingProject. The report row needs ``ReviewReport`` (``layers/models_review.py``);
-    until that model is installed only the project and facilities are stored.
+    Returns the HousingProject. Facilities and report rows are built by the same functions as a
+    resubmission's (:mod:`layers.services_resubmit`).
     """
     p = sub.project
     district_code = review.location["districts"][0]["code"] if review.location["districts"] else None
@@ -603,17 +595,8 @@ def save_review(sub: Submission, review: R.Review, *, user=None, lang: str = "zh
         geom=_geos(p.site))
     project.full_clean()
     project.save()
-    for i, f in enumerate(p.facilities, start=1):
-        point = f.geom if f.geom.geom_type == "Point" else shapely.point_on_surface(f.geom)
-        obj = models.ServiceFacility(
-            code=f"P{project.pk}-F{i}", name=(f.name or f"{p.name} {i}")[:128],
-            kind=KIND_TO_MODEL.get(f.kind, f.kind), floor_area_m2=f.floor_area_m2,
-            status=models.ServiceFacility.Status.PLANNED, project=project, geom=_geos(point),
-            footprint=_geos(f.geom) if f.geom.geom_type == "Polygon" else None)
-        obj.full_clean()
-        obj.save()
-    report_model = _review_report_model()
-    if report_model is not None:
-        report_model.objects.create(project=project, rule_set=review.rule_set, verdict=review.verdict,
-                                    checks=review.as_dict(lang), reviewer=None)
+    from .services_resubmit import store_facilities, store_report   # one way to store both (imports us)
+
+    store_facilities(project, p)
+    store_report(project, review, lang)
     return project
