@@ -33,7 +33,6 @@ from django.db import connection, transaction  # noqa: E402
 
 from layers import models, services_review  # noqa: E402
 from layers.analysis import rules as R  # noqa: E402
-from layers.analysis.submission import Submission  # noqa: E402
 
 X0, Y0 = 430000.0, 4410000.0  # far from the demo city (west of it), inside the 4547 zone
 SRID = 4547

@@ -260,7 +260,7 @@ def submission_changes(project: models.HousingProject, sub: Submission, review: 
     new_f = _facility_points([(f.name, f.kind, f.floor_area_m2, f.geom) for f in sub.project.facilities])
     rows, left = [], list(range(len(old_f)))
     pairs = []
-    for j, (n, k, _a, _g) in enumerate(new_f):
+    for j, (n, k, _area, _geom) in enumerate(new_f):
         i = next((i for i in left if old_f[i][0] == n and old_f[i][1] == k), None)
         if i is None:
             i = next((i for i in left if old_f[i][1] == k), None)
@@ -344,7 +344,7 @@ def review_map_html(layers: ReviewMapLayers) -> str:
                                              "fillOpacity": 0.35},
                    tooltip=safe_tooltip(_g("项目用地"))).add_to(m)
     problems = folium.FeatureGroup(name=_g("未通过/提示的部分"))
-    for (code, status, _g0), g in zip(layers.problems, _lonlat([g for _, _, g in layers.problems])):
+    for (code, status, _g0), g in zip(layers.problems, _lonlat([g for _c, _s, g in layers.problems])):
         color = STATUS_COLORS.get(status, "#d7191c")
         if g.geom_type in ("Point", "MultiPoint"):
             for x, y in shapely.get_coordinates(g):

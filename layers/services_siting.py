@@ -56,7 +56,6 @@ from pyproj import Transformer
 from .analysis.errors import BilingualError
 from . import models, services
 from . import services_coverage as cov_svc
-from .analysis import coverage as cov
 from .analysis import siting
 
 __all__ = [

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import math
-import textwrap
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence

@@ -1,5 +1,4 @@
 """manage.py load_demo: the Zhangjiakou demo (real district boundaries + generated sample layers)."""
-import sys
 import tempfile
 import time
 from pathlib import Path
