@@ -110,6 +110,11 @@ DATABASES = {
     )
 }
 if "postgis" in DATABASES["default"]["ENGINE"]:
+    # Keep connections for a minute: a new PostgreSQL backend pays ~170-200 ms building PROJ for its first
+    # ST_Transform (benchmarks/RESULTS.md, ## Load). Health checks make a connection that died with a
+    # database restart be replaced at the next request instead of failing it.
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DJANGO_CONN_MAX_AGE", "60"))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # JIT compiled some spatial queries for ~0.9 s each on every review once tables had statistics.
     # A statement that runs past a minute is a runaway (or hostile) query: cancel it.
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off -c statement_timeout=60000"

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from django.contrib.auth.views import redirect_to_login
 from django.contrib.gis.db.models import Extent
-from django.contrib.gis.geos import Polygon
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q
@@ -120,10 +119,9 @@ def _bounds_lonlat(qs) -> tuple[float, float, float, float] | None:
     x0, y0, x1, y1 = extent
     if x0 == x1 and y0 == y1:  # a single point: a small box around it
         x0, y0, x1, y1 = x0 - 100, y0 - 100, x1 + 100, y1 + 100
-    box = Polygon.from_bbox((x0, y0, x1, y1))
-    box.srid = settings.GIS_SRID
-    box.transform(4326)
-    return box.extent
+    from layers.analysis.transform import bbox_polygon
+
+    return tuple(bbox_polygon(settings.GIS_SRID, 4326, x0, y0, x1, y1).bounds)
 
 
 def _choice_labels(kind: str) -> dict[str, dict]:

@@ -638,9 +638,9 @@ MAX_SERVICE_AREA_SITES = 400
 
 
 def _to_lonlat(geoms: np.ndarray) -> np.ndarray:
-    from pyproj import Transformer
+    from .analysis.transform import transformer
 
-    tr = Transformer.from_crs(settings.GIS_SRID, 4326, always_xy=True)
+    tr = transformer(settings.GIS_SRID, 4326)
 
     def fn(xy):
         x, y = tr.transform(xy[:, 0], xy[:, 1])

@@ -202,8 +202,8 @@ class _Context:
 
 
 def _transformer(to_epsg: int = 4326):
-    from pyproj import Transformer
-    return Transformer.from_crs(settings.GIS_SRID, to_epsg, always_xy=True)
+    from .analysis.transform import transformer
+    return transformer(settings.GIS_SRID, to_epsg)
 
 
 def _sheets(rows: list[_GridRow], layouts, pages: dict[str, int] | None, data_date: str,

@@ -51,7 +51,7 @@ import numpy as np
 import scipy.sparse
 import shapely
 from django.conf import settings
-from pyproj import Transformer
+from .analysis.transform import transformer
 
 from .analysis.errors import BilingualError
 from . import models, services
@@ -174,11 +174,11 @@ def _area_codes(area) -> list[str]:
 # candidates
 # --------------------------------------------------------------------------------------------
 def _to_srid():
-    return Transformer.from_crs(4326, settings.GIS_SRID, always_xy=True)
+    return transformer(4326, settings.GIS_SRID)
 
 
 def _to_lonlat():
-    return Transformer.from_crs(settings.GIS_SRID, 4326, always_xy=True)
+    return transformer(settings.GIS_SRID, 4326)
 
 
 def _cap_of(props: dict, per_capita_m2: float) -> float:

@@ -133,11 +133,12 @@ def _filtered(kind: str, qs, params):
 
 
 def features(kind: str, rows) -> list[dict]:
-    """GeoJSON features (lon/lat, RFC 7946) from ``(pk, is_sample, geom, *fields)`` rows, vectorised."""
+    """GeoJSON features (lon/lat, RFC 7946) from ``(pk, is_sample, wkb, *fields)`` rows, vectorised."""
     layer = LAYERS[kind]
     if not rows:
         return []
-    lonlat = selectors.geoms_to_lonlat([bytes(r[2].wkb) for r in rows])
+    lonlat = selectors.geoms_to_lonlat([bytes(r[2]) if not hasattr(r[2], "wkb") else bytes(r[2].wkb)
+                                        for r in rows])
     out = []
     for row, geometry in zip(rows, shapely.to_geojson(shapely.set_precision(lonlat, 1e-7))):
         props = {"id": row[0], "is_sample": row[1]}
@@ -187,7 +188,7 @@ class LayerFeaturesView(APIView):
     def get(self, request, kind: str):
         _kind(kind)
         qs = _filtered(kind, rules.layer_queryset(request.user, kind), request.query_params)
-        rows = qs.values_list("pk", "is_sample", "geom", *LAYERS[kind].fields)
+        rows = selectors.with_wkb(qs).values_list("pk", "is_sample", "_wkb", *LAYERS[kind].fields)
         paginator = FeaturePagination()
         page = paginator.paginate_queryset(rows, request, view=self)
         return paginator.get_paginated_response({"features": features(kind, list(page))})
