@@ -59,14 +59,28 @@ def make_instance(n_demand: int, n_candidates: int, seed: int = 6):
     dens *= rng.lognormal(0.0, 0.6, size=dens.shape)
     dens[rng.random(dens.shape) < 0.25] = 0.0  # parks, water, industry
     fine_pop = np.round(dens * 0.01)  # 100 m cell = 0.01 km2
-    f = fine // side
-    pop = fine_pop.reshape(side, f, side, f).sum(axis=(1, 3)).ravel()
+    if side <= fine:
+        f = fine // side
+        pop = fine_pop.reshape(side, f, side, f).sum(axis=(1, 3)).ravel()
+    else:  # finer than the 100 m surface (1,000,000 points = 20 m): split each cell evenly
+        f = side // fine
+        if f * fine != side:
+            raise ValueError("n_demand must be a square of a divisor or multiple of 200")
+        pop = (np.repeat(np.repeat(fine_pop, f, axis=0), f, axis=1) / (f * f)).ravel()
     sites_xy = rng.uniform(0.0, SIDE_M, size=(n_candidates, 2))
     return demand_xy, pop.astype(np.float64), sites_xy
 
 
 def coverage_csr(demand_xy, sites_xy, radius_m: float):
-    """Sparse (n_demand, n_sites) 0/1 coverage by a KD-tree."""
+    """Sparse (n_demand, n_sites) 0/1 coverage by a KD-tree (the project's ``coverage_matrix``)."""
+    sys.path.insert(0, str(ROOT))
+    from layers.analysis.coverage import coverage_matrix
+
+    return coverage_matrix(demand_xy, sites_xy, radius_m)
+
+
+def _coverage_csr_sites_tree(demand_xy, sites_xy, radius_m: float):
+    """Sparse (n_demand, n_sites) 0/1 coverage by a KD-tree on the sites (the earlier runs' builder)."""
     import scipy.sparse as sp
     from scipy.spatial import cKDTree
 
@@ -87,10 +101,12 @@ def _peak_mb() -> float:
 def run_one(spec: dict) -> dict:
     """Run one (solver, problem, size, radius) in this process; return the row."""
     n, q = spec["n"], spec["q"]
+    t_build = time.perf_counter()
     demand_xy, pop, sites_xy = make_instance(n, q)
     A = coverage_csr(demand_xy, sites_xy, spec["radius_m"])
     coverable = np.diff(A.indptr) > 0
     out = dict(spec)
+    out.update(nnz=int(A.nnz), matrix_seconds=time.perf_counter() - t_build, load_start=os.getloadavg()[0])
     if spec["solver"] == "ours":
         sys.path.insert(0, str(ROOT))
         from layers.analysis import siting
@@ -132,6 +148,9 @@ def run_one(spec: dict) -> dict:
                    bound=None, gap=None, status="optimal" if sol_status == 1 else f"cbc:{sol_status}",
                    method="cbc", reduced="-", selected=sorted(sel.tolist()))
     out["peak_mb"] = _peak_mb()
+    out["load_end"] = os.getloadavg()[0]
+    if spec["solver"] == "ours":
+        out["message"] = res.message
     return out
 
 
@@ -171,8 +190,14 @@ def machine() -> str:
         peer = f"spopt {spopt.__version__}, PuLP {pulp.__version__} (CBC)"
     except Exception:  # noqa: BLE001 - benchmark may run without the peer
         peer = "spopt not installed"
+    try:
+        from importlib.metadata import version
+
+        highs = f"highspy {version('highspy')}"
+    except Exception:  # noqa: BLE001 - falls back to scipy's bundled HiGHS
+        highs = "no highspy (scipy's HiGHS)"
     return (f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, numpy {np.__version__}, "
-            f"scipy {scipy.__version__} (HiGHS); {peer}")
+            f"scipy {scipy.__version__}, {highs}; {peer}")
 
 
 def table(rows: list[dict]) -> str:
@@ -242,13 +267,15 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     spec = dict(solver=solver, problem=problem, n=n, q=q, radius_m=radius, p=args.p,
                                 max_seconds=args.max_seconds)
-                    kill = args.max_seconds + 60 if solver == "ours" else args.spopt_kill_seconds
+                    kill = args.max_seconds + 300 if solver == "ours" else args.spopt_kill_seconds
                     row = _spawn(spec, kill)
                     rows.append(row)
                     print(f"{n}x{q} r={radius:.0f} {problem:5s} {solver:5s} "
                           f"t={_fmt(row.get('seconds'))}s mem={_fmt(row.get('peak_mb'), '{:.0f}')}MB "
                           f"obj={row.get('objective')} gap={row.get('gap')} {row.get('status')} "
-                          f"{row.get('reduced', '')}", flush=True)
+                          f"{row.get('reduced', '')} load {_fmt(row.get('load_start'), '{:.1f}')}->"
+                          f"{_fmt(row.get('load_end'), '{:.1f}')} nnz={row.get('nnz')} "
+                          f"{row.get('message', '')}", flush=True)
     tab = table(rows)
     notes = (f"Machine: {machine()}.\n\nCommand: `.venv/bin/python benchmarks/bench_siting.py "
              f"--sizes {args.sizes} --spopt-sizes '{args.spopt_sizes}' --radii {args.radii} --p {args.p} "
@@ -258,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
              "otherwise), ours reports the rest as uncoverable. seconds: matrix in hand to answer; peak MB: peak "
              "RSS of the run's own process. gap: proven relative gap (ours; PuLP does not expose CBC's bound). "
              "reduced: rows x columns after `reduce_instance`. status (method): method says whether HiGHS "
-             "(`milp`) or greedy + swaps (`heuristic`) produced the reported sites. 'same obj' compares with "
+             "(`milp`, through highspy with the heuristic's sites as its start solution) or the heuristics "
+             "(`heuristic`) produced the reported sites. 'same obj' compares with "
              "spopt where CBC reports optimal.\n\n")
     print()
     print(tab)

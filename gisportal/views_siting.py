@@ -1,8 +1,11 @@
 """The siting page (issue 6): choose kind, objective, distance, p and candidates; see the chosen sites.
 
 Thin: the form is parsed here, the run is ``layers.services_siting.siting_compute`` (the same path as
-``manage.py site``), and a run is shown from its recorded Job (POST runs, then redirects to the Job's
-page), so a result is a permanent, shareable record. Exports of the chosen sites read the stored Job.
+``manage.py site``), and a run is shown from its recorded Job, so a result is a permanent, shareable
+record. A POST with generated or layer candidates queues a siting Job (``gisportal.tasks``, as the API
+does) and redirects to the job's status page, which follows on to the result page when it is done; an
+uploaded candidate file is run in the request (the worker never reads a path that came from a
+request), then redirects to the Job's page. Exports of the chosen sites read the stored Job.
 """
 from __future__ import annotations
 
@@ -25,9 +28,11 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from layers import models, services_siting as svc
 
+from . import tasks
 from .mapping import make_map, render_map_html, safe_tooltip
 from .maps import basemap_setting
 from .permissions import can_run_analysis
+from .views_jobs import job_wait_redirect
 
 PERMISSION = "layers.view_shelter"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -104,6 +109,16 @@ def siting_page(request: HttpRequest) -> HttpResponse:
         form = SitingForm(request.POST, request.FILES)
         if form.is_valid():
             d = form.cleaned_data
+            if d["candidates"] != "file":  # queued: the worker runs it, the status page follows it
+                params = {"kind": d["kind"], "objective": d["objective"], "radius_m": d["radius_m"],
+                          "p": d["p"], "candidates": None if d["candidates"] == "generated" else "layer",
+                          "spacing_m": d["spacing_m"], "area": d["area"] or None,
+                          "existing": bool(d["existing"]), "capacity": d["capacity"], "method": d["method"],
+                          "time_limit_s": d["time_limit_s"], "curve_k": d["curve_k"]}
+                job = tasks.job_queue(models.Job.Kind.SITING, params, user=request.user)
+                tasks.job_enqueue(job)
+                return job_wait_redirect(job)
+            # An uploaded candidate file is run here: the worker never reads a path from a request.
             with tempfile.TemporaryDirectory(prefix="gisportal-siting-") as tmp:
                 cand = None if d["candidates"] == "generated" else "layer"
                 if d["candidates"] == "file":

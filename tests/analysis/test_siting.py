@@ -382,3 +382,132 @@ def test_lscp_beats_plain_greedy_and_reports_an_honest_bound_at_scale():
     assert red.fixed_idx.size + L <= res.objective + 1e-9
     if res.status == "optimal":
         assert red.fixed_idx.size + L >= 0.85 * res.objective
+
+
+# ---------------------------------------------------------------- fast reductions, highspy path
+def _distinct_rows(seed, m_max=14, q_max=8):
+    rng = np.random.default_rng(1000 + seed)
+    m, q = int(rng.integers(2, m_max + 1)), int(rng.integers(2, q_max + 1))
+    D = rng.random((m, q)) < rng.uniform(0.2, 0.7)
+    D = D[D.any(axis=1)]
+    D = np.unique(D, axis=0)  # distinct rows, as after merging
+    return D, sp.csr_array(D.astype(np.int32))
+
+
+def bf_dominated_rows(D, one_deletion=False):
+    out = np.zeros(D.shape[0], bool)
+    for i in range(D.shape[0]):
+        for k in range(D.shape[0]):
+            strict = k != i and np.all(D[k] <= D[i]) and D[k].sum() < D[i].sum()
+            if strict and (not one_deletion or D[i].sum() - D[k].sum() == 1):
+                out[i] = True
+    return out
+
+
+def bf_dominated_cols(D):
+    q = D.shape[1]
+    out = ~D.any(axis=0)
+    for j in range(q):
+        for k in range(q):
+            if k != j and np.all(D[:, j] <= D[:, k]) and (D[:, j].sum() < D[:, k].sum() or k < j):
+                out[j] = True
+    return out
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fast_row_and_column_dominance_match_brute_force(seed):
+    D, M = _distinct_rows(seed)
+    assert np.array_equal(siting._one_deletion_dominated(M), bf_dominated_rows(D, one_deletion=True))
+    assert np.array_equal(siting._dominated_rows(M), bf_dominated_rows(D))
+    # With no budget for the exact pass only the one-deletion rows go: a subset, never more.
+    fast = siting._dominated_rows(M, max_work=0)
+    assert not np.any(fast & ~bf_dominated_rows(D))
+    Dc = np.hstack([D, D[:, :1]])  # a duplicate column: the first copy stays
+    assert np.array_equal(siting._dominated_cols(sp.csr_array(Dc.astype(np.int32))), bf_dominated_cols(Dc))
+
+
+def test_one_deletion_hand_checked():
+    # {0,1,2} = {0,1} + 2: dominated; {0,1,2,3} is {0,1} + two columns (exact pass only); {3} not.
+    M = sp.csr_array(np.array([[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 1]], np.int32))
+    assert siting._one_deletion_dominated(M).tolist() == [False, True, True, False]
+    M = sp.csr_array(np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 1]], np.int32))
+    assert siting._one_deletion_dominated(M).tolist() == [False, False, False]
+    assert siting._dominated_rows(M).tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reduction_with_only_linear_dominance_preserves_optimum(seed, monkeypatch):
+    monkeypatch.setattr(siting, "_ROW_DOM_WORK", 0.0)
+    A, pop, existing = random_instance(seed, n_max=16, q_max=10, density=0.35)
+    red = siting.reduce_instance(A, pop, existing, problem="lscp")
+    R = sp.csr_array(red.A)
+    opt_red = bf_lscp(R, np.zeros(R.shape[0], bool)) if R.shape[0] else 0
+    assert red.fixed_idx.size + opt_red == bf_lscp(A, existing)
+
+
+@pytest.mark.parametrize("use_highspy", [True, False])
+@pytest.mark.parametrize("seed", range(12))
+def test_exact_paths_with_and_without_highspy_match_brute_force(seed, use_highspy, monkeypatch):
+    if use_highspy and siting.highspy is None:
+        pytest.skip("highspy not installed")
+    if not use_highspy:
+        monkeypatch.setattr(siting, "highspy", None)
+    A, pop, existing = random_instance(seed, n_max=16, q_max=10, density=0.3)
+    p = 1 + seed % 3
+    res = siting.lscp(A, existing, pop=pop)
+    assert res.objective == bf_lscp(A, existing) and res.status == "optimal"
+    assert res.gap == 0.0 and res.bound <= res.objective
+    rm = siting.mclp(A, pop, p, existing)
+    assert rm.objective == pytest.approx(bf_mclp(A, pop, p, existing))
+    assert rm.gap >= 0 and rm.bound >= rm.objective - 1e-9
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_gap_never_negative_and_heuristic_never_beats_exact_under_a_tight_limit(seed):
+    rng = np.random.default_rng(200 + seed)
+    demand_xy = rng.uniform(0, 4_000, size=(1_000, 2))
+    sites_xy = rng.uniform(0, 4_000, size=(90, 2))
+    A = kdtree_matrix(demand_xy, sites_xy, 700.0)
+    pop = rng.integers(0, 50, 1_000).astype(float)
+    for limit in (0.2, 1.0):
+        ex = siting.lscp(A, pop=pop, time_limit_s=limit)
+        g = siting.greedy_lscp(A, pop=pop, time_limit_s=limit)
+        assert ex.gap >= 0 and g.gap >= 0
+        assert ex.bound <= ex.objective and g.bound <= g.objective
+        assert ex.gap == pytest.approx((ex.objective - ex.bound) / ex.objective)
+        assert g.objective >= ex.bound and ex.objective >= g.bound  # no bound crosses a solution
+        m = siting.mclp(A, pop, 6, time_limit_s=limit)
+        gm = siting.greedy_mclp(A, pop, 6, time_limit_s=limit)
+        assert m.gap >= 0 and gm.gap >= 0
+        assert gm.objective <= m.bound + 1e-6 and m.objective <= gm.bound + 1e-6
+        assert m.gap == pytest.approx((m.bound - m.objective) / m.objective)
+
+
+def test_highs_start_solution_and_dual_bound():
+    if siting.highspy is None:
+        pytest.skip("highspy not installed")
+    # Cover rows {0,1}, {1,2}, {2,3} with columns a={0,1}, b={1,2}, c={2,3}, d={0,3}: optimum 2.
+    A = sp.csr_array(np.array([[1, 0, 0, 1], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]], float))
+    cons = [siting.LinearConstraint(A, lb=np.ones(4), ub=np.inf)]
+    x0 = np.array([1.0, 1.0, 1.0, 0.0])  # a feasible, non-optimal start
+    st, x, dual, msg = siting._run_milp(np.ones(4), cons, siting.Bounds(0, 1), np.ones(4), 5.0, 1e-9, x0)
+    assert st == 0 and x.sum() == pytest.approx(2.0) and dual == pytest.approx(2.0)
+    assert np.all(A @ np.round(x) >= 1) and "HiGHS" in msg
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_mclp_lagrangian_bound_never_below_brute_force(seed, monkeypatch):
+    A, pop, existing = random_instance(seed, n_max=16, q_max=10, density=0.3)
+    p = 1 + seed % 3
+    opt = bf_mclp(A, pop, p, existing)
+    red = siting.reduce_instance(A, pop, existing, problem="mclp")
+    if red.A.shape[0] and red.A.shape[1] > p:
+        L, cols = siting._lagrangian_mclp(red.A, red.pop, p, 0.0, 1e9, max_iter=200)
+        assert L >= opt - 1e-9 and cols.size == p
+        # lam = w (start of nothing relaxed) gives the trivial bound: top-p column weights
+        col_w = np.sort(np.asarray(red.A.T @ red.pop).reshape(-1))[::-1]
+        assert L <= col_w[:p].sum() + 1e-9
+    # the large-instance path (Lagrangian bound + iterated swaps, no LP / MILP)
+    monkeypatch.setattr(siting, "_MCLP_LP_MAX_NNZ", 0)
+    res = siting.mclp(A, pop, p, existing, time_limit_s=0.5)
+    assert res.objective <= opt + 1e-9 <= res.bound + 2e-9 and res.gap >= 0

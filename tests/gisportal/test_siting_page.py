@@ -1,0 +1,59 @@
+"""The siting page (gisportal/views_siting.py): form -> queued Job -> status page -> result page.
+
+Tests run tasks inside ``enqueue`` (ImmediateBackend), so the job is done by the time of the redirect.
+An uploaded candidate file is still run in the request (tests/layers/test_siting_service.py covers it).
+"""
+import pytest
+
+from gisportal import urls as portal_urls
+from gisportal import views_siting
+from layers import models, services
+from layers import services_siting as svc
+
+urlpatterns = list(views_siting.urlpatterns) + list(portal_urls.urlpatterns)
+pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
+
+
+@pytest.fixture
+def community():
+    c = models.Community.objects.filter(grids__population__gt=0).order_by("code").first()
+    if c is None:
+        pytest.skip("the demo city is not loaded (GISPORTAL_TEST_NO_DEMO=1)")
+    return c
+
+
+@pytest.fixture
+def official(client, django_user_model):
+    user = django_user_model.objects.create_user("999_siting_page", password="x")
+    user.groups.add(services.roles_ensure()["emergency_official"])
+    client.force_login(user)
+    return user
+
+
+def test_generated_candidates_are_queued_and_followed_to_the_result(client, official, community):
+    form = {"kind": "fire_stations", "objective": "mclp", "radius_m": "500", "p": "2", "candidates": "generated",
+            "spacing_m": "200", "area": community.code, "method": "euclidean", "time_limit_s": "20",
+            "curve_k": "2"}
+    before = models.Job.objects.count()
+    resp = client.post("/siting/", form)
+    assert resp.status_code == 302, resp.content.decode()[:2000]
+    job = models.Job.objects.latest("pk")
+    assert models.Job.objects.count() == before + 1  # the queued Job is the recorded run (adopted)
+    assert resp["Location"] == f"/jobs/{job.pk}/?follow=1"
+    assert job.kind == "siting" and job.user == official and job.status == "done", job.error
+    # the status page follows on to the result page once the job is done
+    follow = client.get(resp["Location"])
+    assert follow.status_code == 302 and follow["Location"] == f"/siting/jobs/{job.pk}/"
+    assert client.get(follow["Location"]).status_code == 200
+    # the same run as the service called directly
+    direct = svc.siting_compute(kind="fire_stations", objective="mclp", radius_m=500.0, p=2,
+                                candidates=None, spacing_m=200.0, area=community.code, existing=False,
+                                method="euclidean", time_limit_s=20.0, curve_k=2)
+    for key in ("count", "population_total", "population_covered"):
+        assert job.result[key] == pytest.approx(direct[key]), key
+
+
+def test_invalid_form_queues_nothing(client, official):
+    before = models.Job.objects.count()
+    resp = client.post("/siting/", {"kind": "fire_stations", "objective": "mclp", "radius_m": "-5"})
+    assert resp.status_code == 200 and models.Job.objects.count() == before
