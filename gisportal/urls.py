@@ -37,3 +37,11 @@ urlpatterns += views_siting.urlpatterns
 from . import views_jobs  # noqa: E402
 
 urlpatterns += views_jobs.urlpatterns
+
+from . import views_layers  # noqa: E402
+
+urlpatterns += views_layers.urlpatterns
+
+from . import views_audit  # noqa: E402
+
+urlpatterns += views_audit.urlpatterns

@@ -95,6 +95,29 @@ MATRIX: dict[str, list[tuple]] = {
     "review_resubmit": [("post", "/review/projects/{project}/resubmit/", {"action": "check"}, None,
                          E(LOGIN, 409, 403, 403, 409))],
     "review_report_pdf": [("get", "/review/reports/{report}.pdf", None, None, E(LOGIN, 200, 403, 403, 200))],
+    # layer browser: public layers for everyone (as on the overview map), the others with the view
+    # permission (field staff: their own grids); exports follow the API's rule (view permission)
+    "layer_browser": [("get", "/layers/", None, None, E(200, 200, 200, 200, 200))],
+    "layer_browser_kind": [
+        ("get", "/layers/shelters/", None, None, E(200, 200, 200, 200, 200)),
+        ("get", "/layers/grids/?q=0&order_by=-code", None, None, E(LOGIN, 200, 200, 200, 200)),
+        ("get", "/layers/candidates/", None, None, E(LOGIN, 403, 200, 403, 200)),
+        ("get", "/layers/shelters/?order_by=geom", None, None, E(400, 400, 400, 400, 400)),
+    ],
+    "layer_browser_features": [
+        ("get", "/layers/shelters/features/?bbox=114,40,116,42", None, None, E(200, 200, 200, 200, 200)),
+        ("get", "/layers/grids/features/?id={grid_other}", None, None, E(LOGIN, 200, 200, 200, 200)),
+        ("get", "/layers/candidates/features/", None, None, E(LOGIN, 403, 200, 403, 200)),
+    ],
+    "layer_browser_export": [
+        ("get", "/layers/shelters/export/?format=csv", None, None, E(LOGIN, 200, 200, 403, 200)),
+        ("get", "/layers/grids/export/?format=geojson&q=0", None, None, E(LOGIN, 200, 200, 200, 200)),
+        ("get", "/layers/candidates/export/?format=kml", None, None, E(LOGIN, 403, 200, 403, 200)),
+    ],
+    # the audit log (issue 9): admins only, read-only
+    "audit_log": [("get", "/audit/", None, None, E(LOGIN, 403, 403, 403, 200)),
+                  ("get", "/audit/?action=export&status=ok&date_from=2020-01-01", None, None,
+                   E(LOGIN, 403, 403, 403, 200))],
     # --- API
     "api-index": [("get", f"{API}/", None, None, E(401, 200, 200, 200, 200))],
     "api-token": [("post", f"{API}/auth/token/", "credentials", "json", E(400, 200, 200, 200, 200))],
