@@ -108,7 +108,7 @@ if os.environ.get("GISPORTAL_WHATIF") == "db":
     from django.contrib.gis.db.models.functions import AsGeoJSON, Transform
     from layers.registry import layer_get
 
-    _orig_layer_geojson = selectors.layer_geojson
+    _orig_layer_geojson = selectors.layer_geojson_bytes
 
     def layer_geojson(kind, *, bbox=None, limit=None, escape_html=False, simplify=False, queryset=None):
         if escape_html or simplify:
@@ -128,9 +128,9 @@ if os.environ.get("GISPORTAL_WHATIF") == "db":
             for field, value in zip(layer.fields, values):
                 props[field] = selectors._display(value)
             features.append({"type": "Feature", "id": pk, "properties": props, "geometry": json.loads(gj)})
-        return {"type": "FeatureCollection", "features": features}
+        return json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False).encode()
 
-    selectors.layer_geojson = layer_geojson
+    selectors.layer_geojson_bytes = layer_geojson
 """
 
 # ------------------------------------------------------------------------------------------ machine
@@ -342,9 +342,9 @@ class Wrk:
         self.tmp = tmp
 
     def run(self, path: str, *, conns: int, seconds: float, auth: str = "", body: bytes | None = None,
-            think_ms: int = 0, threads: int = 2) -> dict:
+            think_ms: int = 0, threads: int = 2, encoding: str = "identity") -> dict:
         env = dict(os.environ, WRK_METHOD="POST" if body is not None else "GET", WRK_AUTH=auth,
-                   WRK_THINK_MS=str(think_ms), WRK_BODY_FILE="")
+                   WRK_THINK_MS=str(think_ms), WRK_BODY_FILE="", WRK_ENCODING=encoding)
         if body is not None:
             bf = Path(self.tmp) / "body.json"
             bf.write_bytes(body)
@@ -381,6 +381,17 @@ def wrk_cpu_s() -> float:
 
 
 # ------------------------------------------------------------------------------------------ tests
+def gzip_size(base: str, path: str) -> int:
+    """Bytes on the wire when the client accepts gzip (checks that the body is gzip and decodes)."""
+    import gzip
+
+    status, headers, out = get(base + path, {"Accept-Encoding": "gzip"})
+    if status != 200 or {k.lower(): v for k, v in headers.items()}.get("content-encoding") != "gzip":
+        raise RuntimeError(f"no gzip: HTTP {status} {headers}")
+    json.loads(gzip.decompress(out))
+    return len(out)
+
+
 def n_features(base: str, path: str, headers: dict | None = None) -> tuple[int, int]:
     status, _, body = get(base + path, headers)
     if status != 200:
@@ -418,21 +429,21 @@ def find_bbox(portal: Portal, kind: str = "roads", table: str = "layers_road", t
 
 
 PROFILE = r"""
-import json, os, sys, time
+import gzip, json, os, sys, time
 os.environ["DJANGO_SETTINGS_MODULE"] = "gisportal.settings"
 import django
 django.setup()
 import shapely
-from django.db import connection, reset_queries
-from django.http import JsonResponse
+from django.contrib.gis.db.models.functions import AsGeoJSON, Transform
 from django.test import RequestFactory
+from django.utils.text import compress_string
 from layers import selectors
 from layers.registry import LAYERS
 from gisportal import views
 kind, bbox = sys.argv[1], tuple(float(v) for v in sys.argv[2].split(","))
 layer = LAYERS[kind]
 rf = RequestFactory()
-def best(fn, n=3):
+def best(fn, n=5):
     ts = []
     for _ in range(n):
         t = time.process_time(); out = fn(); ts.append(time.process_time() - t)
@@ -442,23 +453,25 @@ req = rf.get(f"/layers/{kind}.geojson", {"bbox": sys.argv[2]})
 from django.contrib.auth.models import AnonymousUser
 req.user = AnonymousUser()
 res = {}
-res["view (whole, in process)"], resp = best(lambda: views.layer_geojson(req, kind))
-qs = layer.model.objects.all().in_bbox(*bbox)
-res["SQL + rows + GEOS per row (values_list)"], rows = best(lambda: list(qs.values_list("pk", "is_sample", "geom", *layer.fields)))
-res["  of which SQL only (cursor, no geometry parse)"], _ = best(lambda: list(qs.values_list("pk", "is_sample", *layer.fields)))
-res["GEOS .wkb per row"], wkb = best(lambda: [bytes(r[2].wkb) for r in rows])
-res["pyproj Transformer.from_crs"], _ = best(lambda: selectors._to_lonlat())
-res["from_wkb + transform (geoms_to_lonlat, includes a from_crs)"], ll = best(lambda: selectors.geoms_to_lonlat(wkb))
+res["view (whole, in process; identity)"], resp = best(lambda: views.layer_geojson(req, kind))
+rows_fn = lambda: selectors._layer_rows(kind, bbox=bbox, limit=5000, queryset=None)
+res["SQL + rows, geometry as WKB (AsWKB)"], rows = best(rows_fn)
+qs = layer.model.objects.all().in_bbox(*bbox)[:5000]
+res["  of which SQL only (no geometry column)"], _ = best(lambda: list(qs.values_list("pk", "is_sample", *layer.fields)))
+wkb = [r[2] for r in rows]
+res["from_wkb + transform (geoms_to_lonlat, cached transformer)"], ll = best(lambda: selectors.geoms_to_lonlat(wkb))
 res["set_precision + to_geojson"], gj = best(lambda: shapely.to_geojson(shapely.set_precision(ll, 1e-7)))
-res["json.loads per feature"], _ = best(lambda: [json.loads(g) for g in gj])
-data = selectors.layer_geojson(kind, bbox=bbox, limit=5000)
-res["JsonResponse (json.dumps)"], _ = best(lambda: JsonResponse(data, json_dumps_params={"ensure_ascii": False}))
-from django.contrib.gis.db.models.functions import AsGeoJSON, Transform
+res["features_json (all of the above after SQL + properties + splice)"], text = best(
+    lambda: selectors.features_json(layer.fields, rows))
+res["  before issue 8: json.loads per feature"], _ = best(lambda: [json.loads(g) for g in gj])
+data = json.loads(text)
+res["  before issue 8: json.dumps of the dict (JsonResponse)"], _ = best(lambda: json.dumps(data, ensure_ascii=False))
+body = resp.content
+res[f"gzip level 6 of the body ({len(body):,} -> {len(compress_string(body)):,} bytes), only if asked"], _ = best(
+    lambda: compress_string(body))
 qs2 = qs.annotate(_gj=AsGeoJSON(Transform("geom", 4326), precision=7))
-import functools
-selectors._to_lonlat = functools.lru_cache(maxsize=1)(selectors._to_lonlat)
-res["view with the transformer cached (lru_cache on _to_lonlat)"], _ = best(lambda: views.layer_geojson(req, kind))
-res["alternative: SQL AsGeoJSON(Transform(geom, 4326)) rows"], _ = best(lambda: list(qs2.values_list("pk", "is_sample", "_gj", *layer.fields)))
+res["alternative: SQL AsGeoJSON(Transform(geom, 4326)) rows (+ DB CPU, not counted here)"], _ = best(
+    lambda: list(qs2.values_list("pk", "is_sample", "_gj", *layer.fields)))
 print("PROFILE" + json.dumps({k: round(v, 2) for k, v in res.items()}))
 """
 
@@ -797,6 +810,10 @@ def main() -> int:
         w0 = wrk_cpu_s()
         api_run = wrk.run(api1, conns=c1, seconds=max(5.0, args.duration / 2), auth=auth)
         api_run["client_cpu_s"] = wrk_cpu_s() - w0
+        gz_size = gzip_size(base, path1)
+        w0 = wrk_cpu_s()
+        gz_run = wrk.run(path1, conns=c1, seconds=max(5.0, args.duration / 2), encoding="gzip")
+        gz_run["client_cpu_s"] = wrk_cpu_s() - w0
         progress(f"main {main1['rps']:.1f} req/s, p95 {main1['p95'] / 1000:.0f} ms; API {api_run['rps']:.1f} req/s; profile")
         prof = profile(portal, "roads", bbox) if left() > 150 else {"skipped (time budget)": 0}
         progress("review API")
@@ -859,6 +876,8 @@ def main() -> int:
     rows.append(row(f"GET /api/v1/layers/roads/?bbox=(same)&page_size=1000 ({nfeat_api:,} features, "
                     f"{size_api / 1024:.0f} KiB; token)", api_run, ">= 200 req/s, p95 < 100 ms, 0 errors",
                     met1(api_run)))
+    rows.append(row(f"  same GeoJSON, client sends Accept-Encoding: gzip ({gz_size / 1024:.0f} KiB on the wire)",
+                    gz_run, ">= 200 req/s, p95 < 100 ms, 0 errors", met1(gz_run)))
     for r in ramp:
         rows.append(row(f"  ramp: same GeoJSON, {r['seconds']:.0f} s", r, "", met1(r)))
     rows.append(row(f"POST /api/v1/reviews/ (good_qiaodong.geojson, save=false, verdict {verdict}; token)",
@@ -905,7 +924,8 @@ def main() -> int:
         + ", ".join(f"{k} {v}" for k, v in ver.items()) + ". Loopback only: a private PostgreSQL cluster "
         "(`scripts/pg.sh`, fsync off), the demo (`load_demo`: roads 4,505, grids 1,029, ...), gunicorn as in "
         "`scripts/serve.sh` (2 workers x 4 threads, `DJANGO_DEBUG=0`, no access log, `DJANGO_CONN_MAX_AGE` unset "
-        "= a new database connection per request), client `wrk` (C, 2 threads, closed loop, Lua for percentiles and "
+        "= persistent database connections for 60 s on PostGIS; `gc.freeze()` of the start-up heap in "
+        "`gisportal/wsgi.py`), client `wrk` (C, 2 threads, closed loop, Lua for percentiles and "
         "think time) on the same 2 cores.",
         "",
         f"Machine shared: 1-minute load average {load0[0]:.2f} before the run, {load_mid[0]:.2f} before the "
@@ -915,7 +935,8 @@ def main() -> int:
         "",
         "Setup: " + ", ".join(f"{k} {v:.1f} s" for k, v in portal.times.items()) + ". "
         f"The bbox `{bbox}` was found by bisection in SQL (the same intersects predicate) and checked on the live endpoint (target 1,000 +- 100): {nfeat:,} features, "
-        f"{size:,} bytes uncompressed (no gzip: the portal has no GZipMiddleware and wrk asks for identity). "
+        f"{size:,} bytes uncompressed (wrk asks for identity; the view gzips only when the client accepts it, see "
+        f"the gzip row). "
         f"Concurrency of the GeoJSON main run: {c1} (the ramp's best rate with p95 < 100 ms, else its best rate).",
         "",
         *table,
@@ -924,7 +945,7 @@ def main() -> int:
                                                      cpu_line("review, think time", rev_think),
                                                      cpu_line("review, back to back", rev_closed)]) + ".",
         "",
-        "Profile of one GeoJSON request, in process (median of 3, CPU ms of the Django process -- less sensitive to the machine's load than wall time; PostgreSQL's own work is not in it; `benchmarks/bench_load.py` PROFILE):",
+        "Profile of one GeoJSON request, in process (median of 5, CPU ms of the Django process -- less sensitive to the machine's load than wall time; PostgreSQL's own work is not in it; `benchmarks/bench_load.py` PROFILE):",
         "",
         "| part | ms |", "|---|---:|",
         *[f"| {k} | {v} |" for k, v in prof.items()],

@@ -10,11 +10,10 @@ import json
 import uuid
 from pathlib import Path
 
-import shapely
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import FloatField, IntegerField, Q
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import translation
@@ -134,18 +133,14 @@ def _filtered(kind: str, qs, params):
 
 def features(kind: str, rows) -> list[dict]:
     """GeoJSON features (lon/lat, RFC 7946) from ``(pk, is_sample, wkb, *fields)`` rows, vectorised."""
-    layer = LAYERS[kind]
-    if not rows:
-        return []
-    lonlat = selectors.geoms_to_lonlat([bytes(r[2]) if not hasattr(r[2], "wkb") else bytes(r[2].wkb)
-                                        for r in rows])
-    out = []
-    for row, geometry in zip(rows, shapely.to_geojson(shapely.set_precision(lonlat, 1e-7))):
-        props = {"id": row[0], "is_sample": row[1]}
-        for field, value in zip(layer.fields, row[3:]):
-            props[field] = value if value is None or isinstance(value, (bool, int, float)) else str(value)
-        out.append({"type": "Feature", "id": row[0], "properties": props, "geometry": json.loads(geometry)})
-    return out
+    return json.loads(features_json(kind, rows))
+
+
+def features_json(kind: str, rows) -> str:
+    """:func:`features` as JSON text, built without a dict -> JSON round trip per feature (the list view)."""
+    rows = [r if not hasattr(r[2], "wkb") else (r[0], r[1], bytes(r[2].wkb), *r[3:]) for r in rows]
+    # allow_nan=False: the same refusal of NaN/Infinity as DRF's JSONRenderer (STRICT_JSON)
+    return selectors.features_json(LAYERS[kind].fields, rows, allow_nan=False)
 
 
 def _kind(kind: str) -> str:
@@ -191,7 +186,13 @@ class LayerFeaturesView(APIView):
         rows = selectors.with_wkb(qs).values_list("pk", "is_sample", "_wkb", *LAYERS[kind].fields)
         paginator = FeaturePagination()
         page = paginator.paginate_queryset(rows, request, view=self)
-        return paginator.get_paginated_response({"features": features(kind, list(page))})
+        # The body of GeoJsonPagination.get_paginated_response (type, count, next, previous, features) with
+        # the features spliced in as text: DRF's JSONRenderer would dump a dict per feature again.
+        head = json.dumps({"type": "FeatureCollection", "count": paginator.page.paginator.count,
+                           "next": paginator.get_next_link(), "previous": paginator.get_previous_link()},
+                          ensure_ascii=False, separators=(",", ":"))
+        body = head[:-1] + ',"features":' + features_json(kind, list(page)) + "}"
+        return HttpResponse(body.encode(), content_type="application/json")
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
     def post(self, request, kind: str):
