@@ -305,7 +305,10 @@ def open_source(path: Path, tmp: Path, *, name: str, layer: str | None = None, e
                     try:
                         for _n, values, wkb, problem in lay.features(max_wkb):
                             number += 1
-                            attrs = {k: decode(v, number) for k, v in zip(fnames, values)}
+                            attrs = dict(zip(fnames, values))
+                            for k, v in attrs.items():   # strings come back as bytes: decode those only
+                                if v.__class__ is bytes:
+                                    attrs[k] = decode(v, number)
                             if fmt == "dxf":
                                 attrs = _dxf_attrs(attrs)
                                 if dxf_layer and attrs.get("cad_layer") != dxf_layer:

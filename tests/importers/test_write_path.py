@@ -147,3 +147,123 @@ def test_grids_outside_their_community_reported_in_file_order(hierarchy, tmp_pat
     assert [i.row for i in out] == [1, 3]
     assert "999001001002" in out[0].message and "999001001001" in out[1].message
     assert out[1].location[0] < LON0 < out[0].location[0] - STEP  # west one left of the square, east one right
+
+
+# --- the raw INSERT / COPY write path (services._RowInserter) -------------------------------------------
+
+def _tiling_geojson(path, holes: bool = True):
+    """4 x 4 grids of the test square's lower-left quarter in each community, one with a hole; attributes
+    with Chinese text, and one empty (defaulted) population."""
+    import json
+    half = STEP / 2
+    feats = []
+    for c, x0 in ((1, LON0), (2, LON0 + half)):
+        for k in range(16):
+            gx, gy = k % 4, k // 4
+            w = half / 4
+            g = box(x0 + gx * w, LAT0 + gy * w, x0 + (gx + 1) * w, LAT0 + (gy + 1) * w)
+            if holes and k == 5:
+                cx, cy = g.centroid.x, g.centroid.y
+                g = shapely.Polygon(g.exterior.coords, [box(cx - w / 8, cy - w / 8, cx + w / 8, cy + w / 8).exterior.coords])
+            props = {"wgbm": f"99900100100{c}{k + 1:03d}", "户数": k * 3, "网格员": f"网格员{k}号"}
+            if k != 7:
+                props["人口"] = k * 7 + c
+            feats.append({"type": "Feature", "properties": props, "geometry": shapely.geometry.mapping(g)})
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}, ensure_ascii=False),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.mark.django_db
+def test_stored_grids_equal_an_independent_reading_feature_by_feature(hierarchy, monkeypatch, tmp_path):
+    """Imported by the raw write path (several batches), then compared with pyogrio + shapely + pyproj."""
+    import pyogrio
+    monkeypatch.setattr(services, "WRITE_BATCH", 5)
+    path = _tiling_geojson(tmp_path / "grids.geojson")
+    r = _ok(import_file("grids", path))
+    assert r.created == 32
+    meta, _fids, wkbs, field_data = pyogrio.raw.read(path)
+    attrs = [dict(zip(meta["fields"], vals)) for vals in zip(*field_data)]
+    want_geoms = shapely.transform(shapely.from_wkb(wkbs),
+                                   lambda c: np.column_stack(_TR.transform(c[:, 0], c[:, 1])))
+    stored = {g.code: g for g in models.Grid.objects.filter(code__startswith="999001001").select_related("community")}
+    assert len(stored) == 32
+    for a, want in zip(attrs, want_geoms):
+        g = stored[a["wgbm"]]
+        assert g.households == a["户数"]
+        assert g.population == (0 if a["人口"] is None or a["人口"] != a["人口"] else a["人口"])
+        assert g.worker_name == a["网格员"] and g.worker_id is None and g.is_sample is False
+        assert g.community.code == a["wgbm"][:12]
+        got = shapely.from_wkb(bytes(g.geom.wkb))
+        assert g.geom.srid == 4547 and got.geom_type == "MultiPolygon" and len(got.geoms) == 1
+        assert shapely.get_num_coordinates(got) == shapely.get_num_coordinates(want)
+        assert len(got.geoms[0].interiors) == len(want.interiors)
+        assert shapely.equals_exact(got.geoms[0], shapely.normalize(want), tolerance=1e-6) or \
+            shapely.equals_exact(got.geoms[0], want, tolerance=1e-6)
+        assert abs(got.area - want.area) < 1e-6
+
+
+@pytest.mark.django_db
+def test_raw_rows_carry_the_same_defaults_as_the_orm(hierarchy, tmp_path):
+    """A facility written by the raw path equals one created through the ORM with the same values."""
+    csv = tmp_path / "f.csv"
+    csv.write_text("编码,名称,经度,纬度\n999R001,默认值设施,115.055,40.605\n", encoding="utf-8")
+    _ok(import_file("facilities", csv))
+    raw = models.ServiceFacility.objects.get(code="999R001")
+    orm = models.ServiceFacility.objects.create(code="999R002", name="默认值设施", geom=raw.geom,
+                                                community_id=raw.community_id)
+    orm.refresh_from_db()
+    for f in models.ServiceFacility._meta.concrete_fields:
+        if f.name not in ("id", "code"):
+            assert getattr(raw, f.attname) == getattr(orm, f.attname), f.name
+    assert raw.footprint is None and raw.service_radius_m is None and raw.project_id is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fail_batch", [1, 3, 7])
+def test_fault_in_a_raw_batch_writes_nothing(hierarchy, monkeypatch, tmp_path, fail_batch):
+    """An exception in the k-th INSERT/COPY batch: the batches before it are rolled back with the run."""
+    from importers.models import ImportRun
+    monkeypatch.setattr(services, "WRITE_BATCH", 5)
+    path = _tiling_geojson(tmp_path / "grids.geojson", holes=False)
+    real = services._RowInserter.__call__
+    calls = {"n": 0}
+
+    def insert(self, records):
+        calls["n"] += 1
+        if calls["n"] == fail_batch:
+            raise RuntimeError(f"injected fault in batch {fail_batch}")
+        return real(self, records)
+
+    monkeypatch.setattr(services._RowInserter, "__call__", insert)
+    before = counts()
+    runs_before = set(ImportRun.objects.values_list("pk", flat=True))
+    with pytest.raises(RuntimeError, match="injected"):
+        import_file("grids", path)
+    assert calls["n"] == fail_batch and counts() == before
+    runs = list(ImportRun.objects.exclude(pk__in=runs_before).values_list("status", "error", "created"))
+    assert runs == [("failed", f"RuntimeError: injected fault in batch {fail_batch}", 0)]
+    monkeypatch.setattr(services._RowInserter, "__call__", real)
+    assert _ok(import_file("grids", path)).created == 32
+
+
+@pytest.mark.django_db
+def test_facility_parents_by_containment_match_brute_force(hierarchy, tmp_path):
+    """The vectorised spatial parent lookup against a per-point loop over the communities."""
+    rng = np.random.default_rng(11)
+    lon = rng.uniform(LON0 - 0.002, LON0 + STEP + 0.002, 60)
+    lat = rng.uniform(LAT0 - 0.002, LAT0 + STEP + 0.002, 60)
+    csv = tmp_path / "f.csv"
+    csv.write_text("编码,名称,经度,纬度\n" + "".join(f"999P{i:03d},设施{i},{x:.9f},{y:.9f}\n"
+                                                  for i, (x, y) in enumerate(zip(lon, lat))), encoding="utf-8")
+    r = import_file("facilities", csv)
+    assert r.ok, [str(i) for i in r.errors]
+    comms = [(c.code, shapely.from_wkb(bytes(c.geom.wkb))) for c in hierarchy["communities"]]
+    x, y = _TR.transform(lon, lat)
+    got = dict(models.ServiceFacility.objects.filter(code__startswith="999P").values_list("code", "community__code"))
+    missing = {i.row for i in r.warnings if i.code == "parent_missing"}
+    for i in range(60):
+        p = shapely.Point(x[i], y[i])
+        want = next((code for code, g in comms if g.covers(p)), None)
+        assert got[f"999P{i:03d}"] == want
+        assert (want is None) == (i + 1 in missing)

@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.db import connection, transaction
-from django.db.models.query import QuerySet
 from django.db.utils import OperationalError
 from django.urls import reverse
 
@@ -55,17 +54,17 @@ def test_exception_at_a_feature_writes_nothing(city, tmp_path, monkeypatch, wher
     facilities_csv(path, n, "999J")
     fail_at = {"first": 1, "middle": n // 2, "last": n}[where]
     written = {"n": 0}
-    real = QuerySet.bulk_create
+    real = import_services._RowInserter.__call__
 
-    def bulk_create(self, objs, *a, **kw):
-        if self.model is models.ServiceFacility:
-            if written["n"] + len(objs) >= fail_at:
+    def insert(self, records):
+        if self.spec.model is models.ServiceFacility:
+            if written["n"] + len(records) >= fail_at:
                 raise RuntimeError(f"injected fault at feature {fail_at}")
-            written["n"] += len(objs)
-        return real(self, objs, *a, **kw)
+            written["n"] += len(records)
+        return real(self, records)
 
     monkeypatch.setattr(import_services, "WRITE_BATCH", 1)   # one INSERT per feature: k-1 rows precede the fault
-    monkeypatch.setattr(QuerySet, "bulk_create", bulk_create)
+    monkeypatch.setattr(import_services._RowInserter, "__call__", insert)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     runs_before = set(ImportRun.objects.values_list("pk", flat=True))
     with pytest.raises(RuntimeError, match="injected"):
@@ -77,7 +76,7 @@ def test_exception_at_a_feature_writes_nothing(city, tmp_path, monkeypatch, wher
     assert runs == [("failed", f"RuntimeError: injected fault at feature {fail_at}", 0)], runs
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("gisportal-")] == []
     # the same file imports cleanly once the fault is gone
-    monkeypatch.setattr(QuerySet, "bulk_create", real)
+    monkeypatch.setattr(import_services._RowInserter, "__call__", real)
     assert import_services.import_file("facilities", path).created == n
     count("faults_survived")
     count(f"fault_injected_{where}")
@@ -433,7 +432,7 @@ def test_sigkilled_db_worker_job_is_failed_by_reap_jobs(scratch_db):
     db = scratch_db
     db.shell(SEED)
     csv_path = db.root / "big.csv"
-    facilities_csv(csv_path, 12_000, "999W")
+    facilities_csv(csv_path, 60_000, "999W")
     out = db.shell(QUEUE_IMPORT.format(csv=str(csv_path)))
     job_pk = int(next(ln.split()[1] for ln in out.splitlines() if ln.startswith("JOB")))
     worker = subprocess.Popen(["bash", "-c", WORKER_CMD, PY], env=db.env, cwd=ROOT, stdout=subprocess.DEVNULL,
