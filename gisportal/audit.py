@@ -9,32 +9,25 @@ they are):
 * ``export`` and ``import`` — an export or import Job when it ends, with the Job's user and parameters
   (an export: the SHA-256 of the file; an import: the file's SHA-256 and the ImportRun id in ``params``).
   Outside a Job — ``manage.py export_grids`` / ``export_layer`` / ``import_layer``, the import page —
-  a wrapper records each call of ``layers.services_export.export_grids``,
-  ``importers.exports.export_layer`` and ``importers.services.import_file`` when it ends (ok, refused /
-  failed, or cancelled). The wrappers are put on those functions when their module is first imported
-  (:class:`_PatchOnImport`); inside a Job (``gisportal.tasks._export`` / ``_import``) they stay silent, so
-  each export or import is recorded once. An import's ImportRun is not the hook: it goes from
-  ``running`` to its end with ``QuerySet.update``, which sends no signal. Dry runs are not recorded.
+  the services announce their end with ``layers.operations.operation_finished`` (their decorators
+  ``recorded_export`` / ``recorded_import``), silent inside a Job, so each is recorded once. Dry runs
+  are not recorded.
 * ``review_submit`` — the first :class:`ReviewReport` of a project (``save_review``: page, API,
   ``review_project --save``); a resubmission, by its ``submitted`` :class:`ReviewDecision`.
 * ``review_decision`` — every other ReviewDecision (in review, approved, rejected, comment).
 
-Entries from receivers are written in the caller's transaction (when the work rolls back, so does its
-entry); the wrappers write theirs after the service returned or raised.
+Entries from model receivers are written in the caller's transaction (when the work rolls back, so does
+its entry); an import's or export's after the service returned or raised.
 """
 from __future__ import annotations
 
-import contextvars
 import functools
 import getpass
 import hashlib
-import importlib.abc
-import inspect
 import logging
 import os
 import random
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -169,21 +162,6 @@ TERMINAL = {"done": Status.OK, "failed": Status.FAILED, "cancelled": Status.CANC
 JOB_ACTION = {"import": Action.IMPORT, "coverage": Action.COVERAGE, "siting": Action.SITING,
               "export": Action.EXPORT, "review": Action.REVIEW_DECISION}
 
-#: Set while ``gisportal.tasks`` runs an export or import Job: the Job records it, not the service.
-_IN_JOB: contextvars.ContextVar = contextvars.ContextVar("gisportal_audit_in_job", default=None)
-
-
-def _record_after(*args, **kwargs) -> None:
-    """``record`` for a wrapper, after the service ended: a database fault while writing the entry is
-    logged, not raised, so the caller still sees the service's own outcome (its import or export stands)."""
-    try:
-        with translation.override("zh-hans"):
-            record(*args, **kwargs)
-    except DatabaseError as exc:  # one line, no traceback: the service already reported the outcome
-        log.warning("audit: could not record %s: %s: %s", args[0] if args else kwargs.get("action"),
-                    type(exc).__name__, exc)
-
-
 def _in_chinese(receiver):
     """Summaries are stored in the product's first language, whatever the request's language."""
     @functools.wraps(receiver)
@@ -273,181 +251,28 @@ def on_review_decision_saved(sender, instance, created, raw=False, **kwargs):
            summary=summary, params=params, result=result)
 
 
-# ------------------------------------------------------------------ exports without a Job
-def _export_params(fn, args, kwargs) -> tuple[dict, object]:
-    bound = inspect.signature(fn).bind(*args, **kwargs)
-    params = {k: v for k, v in bound.arguments.items() if k not in ("progress", "user") and v is not None}
-    params["out"] = Path(str(params.get("out", ""))).name  # the file name, not the server path
-    return params, bound.arguments.get("user")
-
-
-def audited_export(fn, layer: str | None = None):
-    """Wrap an export service so that each call outside an export Job is recorded."""
-    if getattr(fn, "_gisportal_audited", False):
-        return fn
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        if _IN_JOB.get() is not None:
-            return fn(*args, **kwargs)
-        params, user = _export_params(fn, args, kwargs)
-        if layer:
-            params["layer"] = layer
-        what = f"{params.get('layer', params.get('kind', ''))} → {params['out']}"
-        entry = {"user": user, "object_type": "export", "object_id": params["out"]}
-        try:
-            res = fn(*args, **kwargs)
-        except Exception as exc:
-            from layers.services import JobCancelled
-
-            status = Status.CANCELLED if isinstance(exc, JobCancelled) else Status.FAILED
-            _record_after(Action.EXPORT, **entry, params=params, summary=f"{what}：{exc}"[:2000], status=status)
-            raise
-        path = Path(res.path)
-        count = getattr(res, "count", None)
-        _record_after(Action.EXPORT, **entry, summary=f"{what}（{count}）",
-                      params={**params, "count": count, "crs": getattr(res, "crs", "")},
-                      result_digest=digest_file(path) if path.is_file() else "")
-        return res
-
-    wrapper._gisportal_audited = True
-    return wrapper
-
-
-def _in_job(fn):
-    """Wrap ``gisportal.tasks._export(job)`` / ``_import(job)``: inside them, the Job is the record."""
-    if getattr(fn, "_gisportal_audited", False):
-        return fn
-
-    @functools.wraps(fn)
-    def wrapper(job):
-        token = _IN_JOB.set(job.pk)
-        try:
-            return fn(job)
-        finally:
-            _IN_JOB.reset(token)
-
-    wrapper._gisportal_audited = True
-    return wrapper
-
-
-#: Import error codes of a database fault (``importers.services.db_fault``): the log cannot be written either.
-DB_FAULTS = {"database_busy", "disk_full"}
-IMPORT_PARAMS = ("kind", "srid", "encoding", "layer", "gcj02", "mapping", "mode", "make_valid")
-
-
-def audited_import(fn):
-    """Wrap ``importers.services.import_file`` so that each import outside an import Job is recorded
-    once, when it ends (ok, refused, failed, or interrupted by an exception); dry runs are not."""
-    if getattr(fn, "_gisportal_audited", False):
-        return fn
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        bound = inspect.signature(fn).bind(*args, **kwargs)
-        a = bound.arguments
-        if _IN_JOB.get() is not None or a.get("dry_run"):
-            return fn(*args, **kwargs)
-        user = a.get("user")
-        name = a.get("file_name") or Path(str(a.get("path", ""))).name
-        params = {k: a[k] for k in IMPORT_PARAMS if a.get(k) not in (None, "", False)}
-        params["file_name"] = name
-        try:
-            report = fn(*args, **kwargs)
-        except Exception as exc:
-            from layers.services import JobCancelled
-
-            status = Status.CANCELLED if isinstance(exc, JobCancelled) else Status.FAILED
-            _record_after(Action.IMPORT, user=user, object_type="importers.import_file", object_id="",
-                          summary=f"{params.get('kind', '')} ← {name}：{type(exc).__name__}: {exc}"[:2000],
-                          params=params, status=status)
-            raise
-        if getattr(report, "status", "") == "dry_run":
-            return report
-        if report.status == "failed" and {i.code for i in report.errors} & DB_FAULTS:
-            log.warning("audit: import of %s not recorded: the database failed (%s)", name, report.status)
-            return report  # nothing was written, and the entry would wait on the same fault
-        ok = report.status == "ok"
-        params.update(sha256=report.sha256, size_bytes=report.size_bytes, import_run_id=report.run_id)
-        counts = {"status": report.status, "features_read": report.features_read, "created": report.created,
-                  "updated": report.updated, "deleted": report.deleted, "error_count": len(report.errors)}
-        if ok:
-            summary = f"{report.kind} ← {name}：+{report.created} ~{report.updated} -{report.deleted}"
-        else:
-            first = str(report.errors[0]) if report.errors else ""
-            summary = f"{report.kind} ← {name}：{report.status}，{len(report.errors)} 个错误 {first}"
-        obj = ("importers.ImportRun", report.run_id) if report.run_id else ("importers.import_file", "")
-        _record_after(Action.IMPORT, user=user, object_type=obj[0], object_id=obj[1], summary=summary[:2000],
-                      params=params, result=counts, status=Status.OK if ok else Status.FAILED)
-        return report
-
-    wrapper._gisportal_audited = True
-    return wrapper
-
-
-def _patch_import(module):
-    module.import_file = audited_import(module.import_file)
-
-
-def _patch_grids(module):
-    module.export_grids = audited_export(module.export_grids, "grids")
-
-
-def _patch_layers(module):
-    module.export_layer = audited_export(module.export_layer)
-
-
-def _patch_tasks(module):
-    module._export = _in_job(module._export)
-    module._import = _in_job(module._import)
-
-
-#: module -> patch applied when the module is imported (at once when it already is).
-PATCHES = {"layers.services_export": _patch_grids, "importers.exports": _patch_layers,
-           "importers.services": _patch_import, "gisportal.tasks": _patch_tasks}
-
-
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Applies :data:`PATCHES` when a module is first imported, so that ``ready()`` need not import the
-    export modules (matplotlib: almost a second for every management command)."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname not in PATCHES:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        original = getattr(loader, "exec_module", None)
-        if original is None:
-            return spec
-
-        def exec_module(module):
-            original(module)
-            PATCHES[fullname](module)
-
-        loader.exec_module = exec_module  # this loader instance serves this one module
-        return spec
-
-
-_finder = _PatchOnImport()
+# ------------------------------------------------------------------ imports and exports outside a Job
+def on_operation_finished(sender, action, user=None, object_type="", object_id="", summary="", params=None,
+                          result=None, result_digest=None, status="ok", **kwargs):
+    """An import or export that ran outside a Job (``layers.operations``), after it ended: a database
+    fault while writing the entry is logged, not raised, so the caller still sees the operation's own
+    outcome (its import or export stands)."""
+    try:
+        with translation.override("zh-hans"):
+            record(action, user=user, object_type=object_type, object_id=object_id, summary=summary,
+                   params=params, result=result, result_digest=result_digest, status=status)
+    except DatabaseError as exc:  # one line, no traceback: the service already reported the outcome
+        log.warning("audit: could not record %s: %s: %s", action, type(exc).__name__, exc)
 
 
 def connect() -> None:
-    """Connect the receivers and install the export wrappers (idempotent; from ``AppConfig.ready``)."""
+    """Connect the receivers (idempotent; from ``AppConfig.ready``)."""
     from layers.models import Job, ReviewDecision, ReviewReport
 
     post_save.connect(on_job_saved, sender=Job, dispatch_uid="gisportal.audit.job")
     post_save.connect(on_review_report_saved, sender=ReviewReport, dispatch_uid="gisportal.audit.review_report")
     post_save.connect(on_review_decision_saved, sender=ReviewDecision,
                       dispatch_uid="gisportal.audit.review_decision")
-    for name, patch in PATCHES.items():
-        if name in sys.modules:
-            patch(sys.modules[name])
-    if _finder not in sys.meta_path:
-        sys.meta_path.insert(0, _finder)
+    from layers.operations import operation_finished
+
+    operation_finished.connect(on_operation_finished, dispatch_uid="gisportal.audit.operation")

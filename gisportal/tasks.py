@@ -28,7 +28,7 @@ from django.core.files import File
 from django.utils import timezone
 from django_tasks import task
 
-from layers import models, services
+from layers import models, operations, services
 from layers.analysis.errors import BilingualError
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ def _run(job_id: int, work) -> str:
     job.status, job.started_at = Job.Status.RUNNING, timezone.now()
     job.save(update_fields=["status", "started_at"])
     try:
-        result = work(job)
+        with operations.inside_job(job.pk):   # the Job is the record: its import/export stays silent
+            result = work(job)
     except services.JobCancelled:
         if _still_running(job):
             services.job_finish(job, cancelled=True)

@@ -25,6 +25,7 @@ import shapely
 from django.conf import settings
 
 from layers.analysis.gcj02 import geometry_wgs84_to_gcj02
+from layers.operations import recorded_export
 
 from . import crs as crsmod
 from .mapping import SPECS
@@ -129,6 +130,7 @@ def _csv_cell(v):
     return s
 
 
+@recorded_export()
 def export_layer(kind: str, fmt: str, out, *, district: str | None = None, street: str | None = None,
                  community: str | None = None, crs: str = "wgs84", rows_qs=None) -> ExportResult:
     """Write layer ``kind`` to ``out`` in format ``fmt`` (see module docstring); returns what was written.

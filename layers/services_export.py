@@ -45,6 +45,7 @@ from django.db.models import Q
 from . import models
 from .analysis import mapsheet
 from .analysis.gcj02 import geometry_wgs84_to_gcj02
+from .operations import recorded_export
 
 FORMATS = ("pdf", "png", "kml", "kmz", "geojson", "gpkg", "shp", "csv", "tif")
 FIELD_STAFF_GROUP = "field_staff"
@@ -374,6 +375,7 @@ def _title(rows: list[_GridRow], given: dict) -> str:
     return "全部网格" if len(rows) > 1 else r.code
 
 
+@recorded_export("grids")
 def export_grids(fmt: str, out, *, district: str | None = None, street: str | None = None,
                  community: str | None = None, grid: str | None = None, user=None, crs: str = "wgs84",
                  paper: str = "A4", dpi: int = 150, per_grid: bool = False, res_m: float | None = None,
