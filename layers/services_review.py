@@ -494,9 +494,11 @@ def gather_context(site, rs: R.RuleSet) -> R.ReviewContext:
         if grid_rows:
             gg = _from_wkb(grid_rows)
             # exact: within the service distance of one of the S1 shelters (their own distances)
-            hit = np.unique(R.dwithin_pairs(gg, near_g[s1], near_d[s1])[0])
-            gg = gg[hit]
-            demand_xy = shapely.get_coordinates(shapely.point_on_surface(gg))
+            # the grids' bounding discs once: their points p are the representative points (the
+            # demand points), the same as shapely.point_on_surface of the hit grids
+            g_discs = R._inner_discs(gg)
+            hit = np.unique(R.dwithin_pairs(gg, near_g[s1], near_d[s1], a_discs=g_discs)[0])
+            demand_xy = g_discs[0][hit]
             demand_pop = np.array([grid_rows[i][0] for i in hit], dtype=np.float64)
         if demand_pop.size:
             x0, y0 = demand_xy.min(axis=0)

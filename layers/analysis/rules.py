@@ -695,7 +695,7 @@ class SpareCapacity:
 
 def shelter_spare_capacity(site, shelter_geoms: ArrayLike, shelter_radius_m: ArrayLike,
                            shelter_capacity: ArrayLike, demand_xy: ArrayLike,
-                           demand_pop: ArrayLike) -> SpareCapacity:
+                           demand_pop: ArrayLike, *, _discs: _Discs | None = None) -> SpareCapacity:
     """Spare capacity of the shelters that reach ``site``, net of the demand they already serve.
 
     Existing demand (points with population) is assigned to shelters within each shelter's service
@@ -731,7 +731,7 @@ def shelter_spare_capacity(site, shelter_geoms: ArrayLike, shelter_radius_m: Arr
     if reach.size == 0:
         return SpareCapacity(0.0, reach, np.zeros(geoms.size), cap, 0.0)
     # = coverage_matrix_geoms(dxy, geoms, rad), 3-5x faster (dwithin_pairs)
-    d_idx, s_idx = dwithin_pairs(dxy, geoms, rad)
+    d_idx, s_idx = dwithin_pairs(dxy, geoms, rad, b_discs=_discs() if _discs is not None else None)
     cover = scipy.sparse.csr_array((np.ones(d_idx.size, dtype=np.uint8), (d_idx, s_idx)),
                                    shape=(len(dxy), geoms.size))
     res = added_demand_capacity(pop, cover, cap, reach)
@@ -896,8 +896,24 @@ def _inner_discs(geoms: NDArray[np.object_]) -> tuple[NDArray[np.float64], NDArr
     return pxy, rho, big
 
 
-def dwithin_pairs(a_geoms: ArrayLike, b_geoms: ArrayLike,
-                  distance_m: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+class _Discs:
+    """The :func:`_inner_discs` of one geometry array, computed on first use (one per array per review)."""
+
+    __slots__ = ("geoms", "_v")
+
+    def __init__(self, geoms: NDArray[np.object_]):
+        self.geoms = geoms
+        self._v = None
+
+    def __call__(self) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        if self._v is None:
+            self._v = _inner_discs(self.geoms)
+        return self._v
+
+
+def dwithin_pairs(a_geoms: ArrayLike, b_geoms: ArrayLike, distance_m: ArrayLike, *,
+                  a_discs: tuple | None = None,
+                  b_discs: tuple | None = None) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Pairs (i, j) with ``distance(a_i, b_j) <= distance_m[j]``: GEOS's ``dwithin``, fast.
 
     The same pairs as ``shapely.STRtree(a).query(b, predicate="dwithin", distance=distance_m)``
@@ -917,6 +933,10 @@ def dwithin_pairs(a_geoms: ArrayLike, b_geoms: ArrayLike,
     b_geoms : (m,) array of shapely geometries
     distance_m : float or (m,) array of float
         Distance per b geometry (>= 0).
+    a_discs, b_discs : tuple, keyword-only, optional
+        The geometries' bounding discs ``(p_xy, rho, R)`` if the caller already has them (computed
+        by :func:`_inner_discs` on the same array: it is element-wise, so a subset's discs are the
+        rows of the whole array's); saves recomputing them. Ignored for ``a`` given as coordinates.
 
     Returns
     -------
@@ -938,10 +958,14 @@ def dwithin_pairs(a_geoms: ArrayLike, b_geoms: ArrayLike,
     r = np.broadcast_to(np.asarray(distance_m, dtype=np.float64), b.shape)
     if len(a) == 0 or b.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    pa, rho_a, big_a = (a, np.zeros(len(a)), np.zeros(len(a))) if a_xy else _inner_discs(a)
-    pb, rho_b, big_b = _inner_discs(b)
+    if a_xy:
+        pa, rho_a, big_a = a, np.zeros(len(a)), np.zeros(len(a))
+    else:
+        pa, rho_a, big_a = a_discs if a_discs is not None else _inner_discs(a)
+    pb, rho_b, big_b = b_discs if b_discs is not None else _inner_discs(b)
     eps = 1e-6
-    lists = cKDTree(pa).query_ball_point(pb, r + big_b + big_a.max() + eps)
+    # (unsorted lists: the pairs are sorted at the end anyway)
+    lists = cKDTree(pa).query_ball_point(pb, r + big_b + big_a.max() + eps, return_sorted=False)
     lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=b.size)
     if not lens.sum():
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -958,11 +982,14 @@ def dwithin_pairs(a_geoms: ArrayLike, b_geoms: ArrayLike,
         ag = shapely.points(a[ai[m]]) if a_xy else a[ai[m]]
         ok[m] = shapely.dwithin(ag, b[bi[m]], rr[m])
     ai, bi = ai[ok], bi[ok]
-    order = np.lexsort((ai, bi))
-    return ai[order], bi[order]
+    # sorted by (b, a): one sort of the unique keys b * n_a + a (4x faster than np.lexsort)
+    key = bi * np.int64(len(a)) + ai
+    key.sort()
+    bi, ai = np.divmod(key, np.int64(len(a)))
+    return ai, bi
 
 
-def _may_be_nearest(site, targets: NDArray[np.object_]) -> NDArray[np.bool_]:
+def _may_be_nearest(site, targets: NDArray[np.object_], discs: tuple | None = None) -> NDArray[np.bool_]:
     """Mask of the targets that can be the nearest one to some point of ``site``.
 
     Every target k gives an upper bound of the farthest distance f* = max over the site of the
@@ -973,30 +1000,35 @@ def _may_be_nearest(site, targets: NDArray[np.object_]) -> NDArray[np.bool_]:
     """
     if targets.size <= 1:
         return np.ones(targets.size, dtype=bool)
-    u = _disc_bound(site, targets)
+    u = _disc_bound(site, targets, discs)
     return shapely.distance(targets, site) <= u + 1e-6 * max(1.0, u)
 
 
-def _disc_bound(site, targets: NDArray[np.object_]) -> float:
+def _disc_bound(site, targets: NDArray[np.object_], discs: tuple | None = None) -> float:
     """U = min over the targets k of max over the site's hull vertices v of ``|v - p_k| - rho_k``
     (:func:`_inner_discs`): an upper bound of the farthest distance from the site to the targets."""
-    pxy, rho, _ = _inner_discs(targets)
+    pxy, rho, _ = discs if discs is not None else _inner_discs(targets)
     hull = shapely.get_coordinates(shapely.convex_hull(site))
     far = np.hypot(hull[None, :, 0] - pxy[:, None, 0], hull[None, :, 1] - pxy[:, None, 1]).max(axis=1)
     return float(np.maximum(far - rho, 0.0).min())
 
 
-def _reach_check(code: str, site, targets, radius_m: float, rs: RuleSet, what_zh: str, what_en: str) -> Check:
+def _reach_check(code: str, site, targets, radius_m: float, rs: RuleSet, what_zh: str, what_en: str,
+                 discs: _Discs | None = None) -> Check:
     t = np.asarray(targets, dtype=object).reshape(-1)
+    sub = None  # the targets' discs (rows of ``discs``, aligned with t)
     if t.size:
         # only targets that can be nearest to a point of the site matter when the answer is <= q
         x0, y0, x1, y1 = site.bounds
         q = max(2.0 * radius_m, radius_m + math.hypot(x1 - x0, y1 - y0))
-        t = t[shapely.dwithin(t, site, q)]
+        m = shapely.dwithin(t, site, q)
+        t = t[m]
+        if discs is not None and t.size > 1:
+            sub = tuple(x[m] for x in discs())
     if t.size == 0:
         return _check(rs, code, FAIL, None, radius_m, f"{radius_m:.0f} 米范围内没有{what_zh}",
                       f"no {what_en} within {radius_m:.0f} m", evidence=site)
-    near = t[_may_be_nearest(site, t)]
+    near = t[_may_be_nearest(site, t, sub)]
     fr = farthest_distance(site, near, tol_m=rs.distance_tolerance_m)
     # decide on the bracket [distance_m, upper_m]; refine when the threshold falls inside it
     # (twice at most, to tol / 100; then the lower value decides: the true maximum is within tol / 100)
@@ -1152,12 +1184,12 @@ def _network_reach_check(code: str, site, targets, radius_m: float, rs: RuleSet,
 
 
 def _reach(code: str, site, targets, radius_m: float, rs: RuleSet, what_zh: str, what_en: str,
-           network: RoadNetwork | None, roads_loaded: bool | None) -> Check:
+           network: RoadNetwork | None, roads_loaded: bool | None, discs: _Discs | None = None) -> Check:
     """The reach check by the rule set's ``reach_method`` (euclidean unchanged by default)."""
     if rs.reach_method != "network":
-        return _reach_check(code, site, targets, radius_m, rs, what_zh, what_en)
+        return _reach_check(code, site, targets, radius_m, rs, what_zh, what_en, discs)
     if not (roads_loaded or network is not None):
-        c = _reach_check(code, site, targets, radius_m, rs, what_zh, what_en)
+        c = _reach_check(code, site, targets, radius_m, rs, what_zh, what_en, discs)
         return dataclasses.replace(c, method="euclidean",
                                    message_zh=c.message_zh + "（未加载道路，按直线距离计算）",
                                    message_en=c.message_en + " (no roads loaded: straight-line distance)")
@@ -1165,7 +1197,7 @@ def _reach(code: str, site, targets, radius_m: float, rs: RuleSet, what_zh: str,
 
 
 def check_shelter_reach(site, shelter_geoms: ArrayLike, rs: RuleSet, *, network: RoadNetwork | None = None,
-                        roads_loaded: bool | None = None) -> Check:
+                        roads_loaded: bool | None = None, _discs: _Discs | None = None) -> Check:
     """SHELTER-REACH: every point of the site within ``rs.shelter_reach_m`` of a shelter site.
 
     Value: the farthest distance (m) from a point of the site to the nearest shelter polygon
@@ -1175,7 +1207,7 @@ def check_shelter_reach(site, shelter_geoms: ArrayLike, rs: RuleSet, *, network:
     (:func:`network_reach_distances`), the samples beyond reach as evidence, ``method="network"``.
     """
     return _reach("SHELTER-REACH", site, shelter_geoms, rs.shelter_reach_m, rs, "应急避难场所",
-                  "emergency shelter", network, roads_loaded)
+                  "emergency shelter", network, roads_loaded, _discs)
 
 
 def check_fire_reach(site, fire_geoms: ArrayLike, fire_kinds: Sequence[str], rs: RuleSet, *,
@@ -1189,7 +1221,8 @@ def check_fire_reach(site, fire_geoms: ArrayLike, fire_kinds: Sequence[str], rs:
                   "community micro fire station", network, roads_loaded)
 
 
-def check_shelter_capacity(project: Project, ctx: ReviewContext, rs: RuleSet) -> Check:
+def check_shelter_capacity(project: Project, ctx: ReviewContext, rs: RuleSet, *,
+                           _discs: _Discs | None = None) -> Check:
     """SHELTER-CAPACITY: the shelters within their service distance of the site have room for the
     project's population, net of the population they already serve (:func:`shelter_spare_capacity`).
     """
@@ -1197,7 +1230,7 @@ def check_shelter_capacity(project: Project, ctx: ReviewContext, rs: RuleSet) ->
     rad = np.array([rs.shelter_service_distance_m.get(lv, rs.shelter_reach_m) for lv in ctx.shelter_levels],
                    dtype=np.float64)
     sc = shelter_spare_capacity(project.site, ctx.shelter_geoms, rad, ctx.shelter_capacity,
-                                ctx.demand_xy, ctx.demand_pop)
+                                ctx.demand_xy, ctx.demand_pop, _discs=_discs)
     spare = sc.spare_persons
     ok = spare >= pop
     n = int(sc.reach_idx.size)
@@ -1265,6 +1298,7 @@ def review(project: Project, ctx: ReviewContext, rs: RuleSet) -> Review:
              for f in project.facilities]
     fac_g = np.concatenate([ctx.facility_geoms, np.asarray(own_g, dtype=object).reshape(-1)])
     fac_k = list(ctx.facility_kinds) + own_k
+    sh_discs = _Discs(ctx.shelter_geoms)  # shared by SHELTER-REACH and SHELTER-CAPACITY
     checks = (
         check_inside_city(site, ctx.districts.geoms, rs),
         check_district(site, ctx.districts, rs),
@@ -1272,8 +1306,8 @@ def review(project: Project, ctx: ReviewContext, rs: RuleSet) -> Review:
         check_fac_in_site(project, rs),
         check_fac_area(project, rs),
         check_shelter_reach(site, ctx.shelter_geoms, rs, network=ctx.road_network,
-                            roads_loaded=ctx.roads_loaded),
-        check_shelter_capacity(project, ctx, rs),
+                            roads_loaded=ctx.roads_loaded, _discs=sh_discs),
+        check_shelter_capacity(project, ctx, rs, _discs=sh_discs),
         check_fire_reach(site, ctx.fire_geoms, ctx.fire_kinds, rs, network=ctx.road_network,
                          roads_loaded=ctx.roads_loaded),
         check_life_circle(site, fac_g, fac_k, rs),
