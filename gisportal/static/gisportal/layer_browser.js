@@ -62,6 +62,7 @@
     var baseStyle = {color: cfg.color, weight: 1.5, fillColor: cfg.color, fillOpacity: 0.2, opacity: 0.9};
     var hiStyle = {color: "#ff2d00", weight: 4, fillColor: "#ffd400", fillOpacity: 0.45, opacity: 1};
     var features = null;
+    var located = "";   // the last "located" announcement, kept when the map reloads its features
     var highlight = null;
     var request = 0;
     var timer = null;
@@ -90,7 +91,8 @@
           var n = data.features.length;
           mapEl.setAttribute("data-features", String(n));
           mapEl.removeAttribute("data-loading");
-          say(fmt(data.truncated ? cfg.text.truncated : cfg.text.shown, {n: n}));
+          // keep the announcement of the selected feature: zooming to it reloads the features afterwards
+          say((located ? located + " " : "") + fmt(data.truncated ? cfg.text.truncated : cfg.text.shown, {n: n}));
         })
         .catch(function () { mapEl.removeAttribute("data-loading"); say(cfg.text.failed); });
     }
@@ -115,7 +117,7 @@
         .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
         .then(function (data) {
           if (highlight) { map.removeLayer(highlight); highlight = null; }
-          if (!data.features.length) { say(cfg.text.notFound); return; }
+          if (!data.features.length) { located = ""; say(cfg.text.notFound); return; }
           var feature = data.features[0];
           highlight = geoLayer(data, hiStyle, "lb-highlight").addTo(map);
           highlight.bringToFront();
@@ -129,7 +131,8 @@
           }
           mapEl.setAttribute("data-highlight", String(feature.id));
           var p = feature.properties;
-          say(fmt(cfg.text.located, {name: p.name || p.code || feature.id}));
+          located = fmt(cfg.text.located, {name: p.name || p.code || feature.id});
+          say(located);
         })
         .catch(function () { say(cfg.text.failed); });
     }
