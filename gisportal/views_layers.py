@@ -121,7 +121,7 @@ def _bounds_lonlat(qs) -> tuple[float, float, float, float] | None:
         x0, y0, x1, y1 = x0 - 100, y0 - 100, x1 + 100, y1 + 100
     from layers.analysis.transform import bbox_polygon
 
-    return tuple(bbox_polygon(settings.GIS_SRID, 4326, x0, y0, x1, y1).bounds)
+    return tuple(bbox_polygon(settings.GIS_SRID, 4326, x0, y0, x1, y1, densify=16).bounds)
 
 
 def _choice_labels(kind: str) -> dict[str, dict]:

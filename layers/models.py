@@ -381,6 +381,25 @@ class PopulationSurface(SampleMixin):
         return self.name
 
 
+class TableRevision(models.Model):
+    """A token that changes with every write to a layer table, kept by database triggers (migration
+    0005): INSERT, UPDATE, DELETE (and TRUNCATE on PostgreSQL) set it to a new random 63-bit value in the
+    writer's own transaction, whatever wrote (ORM, bulk COPY, admin, raw SQL, a restore). Readers that
+    cache something derived from a table (the per-feature GeoJSON of ``layers.geojson_cache``) compare
+    tokens: equal token, same committed rows. Random rather than a counter so that a token never
+    comes back after the table is emptied and refilled (a flush truncates this table too)."""
+
+    table = models.CharField(max_length=63, primary_key=True)
+    token = models.BigIntegerField()
+
+    class Meta:
+        verbose_name = _("图层数据版本")
+        verbose_name_plural = _("图层数据版本")
+
+    def __str__(self) -> str:
+        return f"{self.table}@{self.token}"
+
+
 class Job(models.Model):
     """A recorded run of a long job (import, coverage, siting, export, review): who ran what, with which
     parameters and data versions, when, its progress and its result — so every analysis is reproducible."""

@@ -117,10 +117,17 @@ def features_json(fields: tuple[str, ...], rows, *, escape_html: bool = False, s
     whose text is spliced in (never parsed), the properties written column by column, one string
     template per feature. ``allow_nan=False`` refuses NaN/Infinity as ``json.dumps(allow_nan=False)``.
     """
+    return "[" + ",".join(feature_texts(fields, rows, escape_html=escape_html, simplify_m=simplify_m,
+                                        allow_nan=allow_nan)) + "]"
+
+
+def feature_texts(fields: tuple[str, ...], rows, *, escape_html: bool = False, simplify_m: float | None = None,
+                  allow_nan: bool = True) -> list[str]:
+    """The JSON text of each feature of :func:`features_json`, one string per row, in row order."""
     import shapely
 
     if not rows:
-        return "[]"
+        return []
     cols = list(zip(*rows))
     lonlat = geoms_to_lonlat([w if isinstance(w, bytes) else bytes(w) for w in cols[2]], simplify_m=simplify_m)
     geometries = shapely.to_geojson(shapely.set_precision(lonlat, 1e-7)).tolist()
@@ -134,17 +141,37 @@ def features_json(fields: tuple[str, ...], rows, *, escape_html: bool = False, s
     cols_text = [cols_text[i] for i in order]
     template = ('{"type":"Feature","id":%s,"properties":{'
                 + ",".join(_json_str(k).replace("%", "%%") + ":%s" for k in keys) + '},"geometry":%s}')
-    return "[" + ",".join(template % t for t in zip(ids, *cols_text, geometries)) + "]"
+    return [template % t for t in zip(ids, *cols_text, geometries)]
 
 
 def layer_geojson_bytes(kind: str, *, bbox: tuple[float, float, float, float] | None = None,
                         limit: int | None = None, escape_html: bool = False, simplify: bool = False,
                         queryset=None) -> bytes:
-    """:func:`layer_geojson` as a UTF-8 JSON body: ``json.loads`` of it equals ``layer_geojson(...)``."""
-    rows = _layer_rows(kind, bbox=bbox, limit=limit, queryset=queryset)
-    text = features_json(layer_get(kind).fields, rows, escape_html=escape_html,
-                         simplify_m=OVERVIEW_SIMPLIFY_M.get(kind) if simplify else None)
-    return ('{"type":"FeatureCollection","features":' + text + "}").encode()
+    """:func:`layer_geojson` as a UTF-8 JSON body, features in key order: ``json.loads`` of it equals
+    ``layer_geojson(...)`` of the queryset ordered by key.
+
+    Each feature's text comes from the per-process cache of :mod:`layers.geojson_cache` (checked
+    against the table's revision token in the same query that selects the features), so a request
+    for features already served costs one query for their keys.
+    """
+    from . import geojson_cache
+
+    layer = layer_get(kind)
+    qs = layer.model.objects.all() if queryset is None else queryset
+    keyed = None
+    if bbox is not None and geojson_cache.is_whole_table(qs):   # the in-memory index, if the table qualifies
+        keyed = geojson_cache.keyed_in_bbox(layer.model, bbox, limit)
+    if keyed is None:
+        if bbox is not None:
+            qs = qs.in_bbox(*bbox)
+        qs = qs.order_by("pk")   # features by key, whichever path selects them (and the same first `limit`)
+        if limit is not None:
+            qs = qs[:limit]
+        keyed = geojson_cache.keyed(qs)
+    texts = geojson_cache.feature_texts(layer.model, layer.fields, keyed,
+                                        escape_html=escape_html,
+                                        simplify_m=OVERVIEW_SIMPLIFY_M.get(kind) if simplify else None)
+    return ('{"type":"FeatureCollection","features":[' + ",".join(texts) + "]}").encode()
 
 
 def layer_counts() -> dict[str, int]:
@@ -160,7 +187,7 @@ def layer_bounds_lonlat(kind: str = "districts") -> tuple[float, float, float, f
         return None
     from .analysis.transform import bbox_polygon
 
-    return tuple(bbox_polygon(settings.GIS_SRID, 4326, *extent).bounds)
+    return tuple(bbox_polygon(settings.GIS_SRID, 4326, *extent, densify=16).bounds)
 
 
 def points_xy(kind: str, queryset=None) -> tuple[np.ndarray, np.ndarray]:

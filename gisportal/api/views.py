@@ -27,7 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_gis.pagination import GeoJsonPagination
 
-from layers import models, selectors, services, services_decisions, services_review
+from layers import geojson_cache, models, selectors, services, services_decisions, services_review
 from layers.registry import LAYERS
 
 from .. import permissions as rules
@@ -183,15 +183,16 @@ class LayerFeaturesView(APIView):
     def get(self, request, kind: str):
         _kind(kind)
         qs = _filtered(kind, rules.layer_queryset(request.user, kind), request.query_params)
-        rows = selectors.with_wkb(qs).values_list("pk", "is_sample", "_wkb", *LAYERS[kind].fields)
         paginator = FeaturePagination()
-        page = paginator.paginate_queryset(rows, request, view=self)
+        page = paginator.paginate_queryset(geojson_cache.keyed(qs), request, view=self)
         # The body of GeoJsonPagination.get_paginated_response (type, count, next, previous, features) with
         # the features spliced in as text: DRF's JSONRenderer would dump a dict per feature again.
         head = json.dumps({"type": "FeatureCollection", "count": paginator.page.paginator.count,
                            "next": paginator.get_next_link(), "previous": paginator.get_previous_link()},
                           ensure_ascii=False, separators=(",", ":"))
-        body = head[:-1] + ',"features":' + features_json(kind, list(page)) + "}"
+        # allow_nan=False: the same refusal of NaN/Infinity as DRF's JSONRenderer (STRICT_JSON)
+        texts = geojson_cache.feature_texts(LAYERS[kind].model, LAYERS[kind].fields, page, allow_nan=False)
+        body = head[:-1] + ',"features":[' + ",".join(texts) + "]}"
         return HttpResponse(body.encode(), content_type="application/json")
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})

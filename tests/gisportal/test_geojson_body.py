@@ -116,7 +116,7 @@ def test_view_body(demo, hostile, client):  # noqa: F811
         resp = client.get(reverse("layer_geojson", kwargs={"kind": kind}), {"bbox": f"{west},{south},{east},{north}"})
         assert resp.status_code == 200
         assert resp["Content-Type"] == "application/json"
-        qs = maps.visible_queryset(resp.wsgi_request.user, kind).in_bbox(west, south, east, north)[:5000]
+        qs = maps.visible_queryset(resp.wsgi_request.user, kind).in_bbox(west, south, east, north).order_by("pk")[:5000]
         assert resp.json() == reference(kind, rows_of(kind, qs))
 
 
