@@ -237,6 +237,11 @@ GIS_SRID = int(os.environ.get("GIS_SRID", "4547"))
 # Basemap: none by default, so the map works offline (DEVELOPERS.md, Offline first).
 GISPORTAL_BASEMAP = os.environ.get("GISPORTAL_BASEMAP", "none").strip().lower()
 GISPORTAL_BASEMAP_CRS = os.environ.get("GISPORTAL_BASEMAP_CRS", "").strip().lower()  # "" or "gcj02"
+# Per-process cache of layer features' GeoJSON text (MB of text; 0 = off) and the largest table whose
+# geometries each process indexes in memory for map bbox requests (rows; 0 = always ask the database).
+# Both stay valid only while the table's revision token is unchanged (layers.geojson_cache).
+GISPORTAL_GEOJSON_CACHE_MB = float(os.environ.get("GISPORTAL_GEOJSON_CACHE_MB", "64"))
+GISPORTAL_GEOJSON_INDEX_FEATURES = int(os.environ.get("GISPORTAL_GEOJSON_INDEX_FEATURES", "100000"))
 TIANDITU_KEY = os.environ.get("TIANDITU_KEY", "")
 GISPORTAL_LOCAL_TILES = os.environ.get("GISPORTAL_LOCAL_TILES", "")  # e.g. /tiles/{z}/{x}/{y}.png
 
