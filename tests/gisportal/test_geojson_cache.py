@@ -238,3 +238,14 @@ def test_in_memory_index_is_used_only_for_whole_small_tables(demo, users):  # no
         assert body("roads", bbox=BBOX) == uncached("roads", bbox=BBOX)
     with override_settings(GISPORTAL_GEOJSON_INDEX_FEATURES=0):
         assert geojson_cache.keyed_in_bbox(models.Road, BBOX, None) is None
+
+
+def test_api_bbox_pages_from_the_index_equal_the_database_pages(demo, users):  # noqa: F811
+    api = client_for(users["admin"])
+    box = ",".join(map(str, BBOX))
+    for params in ("page_size=300&page=2", "page_size=300&page=4&ordering=id", "page_size=5000"):
+        url = reverse("api-layer", kwargs={"kind": "roads"}) + f"?bbox={box}&{params}"
+        got = api.get(url).json()
+        with override_settings(GISPORTAL_GEOJSON_INDEX_FEATURES=0):
+            want = api.get(url).json()
+        assert got == want and got["features"], params
