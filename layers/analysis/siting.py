@@ -35,6 +35,17 @@ multipliers drive a greedy on Lagrangian costs (a better incumbent) and reduced-
 against the incumbent; HiGHS then gets what is left with ``sum x <= UB - 1``, so it searches only
 for improvements. MCLP gives HiGHS the incumbent as a cutoff (``w.y >= incumbent``) after LP
 reduced-cost fixing, with iterated swaps first on large instances.
+
+When the reduced LSCP is too large for HiGHS (the whole demo city at 500 m: 39,223 x 13,401, an
+LP bound near 813 against covers above 1,050, a gap no LP-based search closes in a minute), the
+time after the Lagrangian goes to the cover: 2-for-1 swaps, then a large-neighbourhood search
+that removes the chosen sites around a random one and re-covers what they alone covered exactly
+with a small HiGHS MILP.
+
+LSCP separates over the connected components of the (reduced) demand-candidate graph
+(:func:`split_components`, linear in the non-zeros): each component is solved on its own, small
+ones straight by HiGHS, the optimum and the bound are the sums of the components' ones, and the
+result is ``"optimal"`` only when every component is proven.
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+from scipy.sparse.csgraph import connected_components
 
 try:  # HiGHS's own bindings: start solutions and the MIP dual bound (scipy's milp has neither)
     import highspy
@@ -64,6 +76,7 @@ __all__ = [
     "lscp",
     "mclp",
     "reduce_instance",
+    "split_components",
 ]
 
 _ROW_BLOCK = 4096  # rows per block in the row-dominance product (bounds peak memory)
@@ -567,6 +580,104 @@ def _drop_redundant(Ac: sp.csc_array, chosen: NDArray[np.intp]) -> NDArray[np.in
     return chosen[keep]
 
 
+def _two_for_one(A: sp.csr_array, cover: NDArray[np.intp], deadline: float) -> NDArray[np.intp]:
+    """Local search on a cover of every row of A: replace two chosen columns by one, repeatedly.
+
+    With ``U_a`` the rows only chosen column ``a`` covers, a candidate ``k`` can replace ``a``
+    and ``b`` together when it covers ``U_a`` and ``U_b``: the pairs come from one sparse
+    product (``F^T F``, ``F[k, a]`` = "k covers all of U_a"). Disjoint pairs are swapped at once,
+    the result repaired (greedy) and redundant picks dropped; a round is kept only if it shrinks
+    the cover. Returns a cover no larger than ``cover``.
+    """
+    m, q = A.shape
+    Ac = A.tocsc()
+    At = sp.csr_array(A.T).astype(np.float64)
+    cur = _drop_redundant(Ac, np.unique(np.asarray(cover, dtype=np.intp)))
+    while cur.size >= 2 and time.perf_counter() < deadline:
+        As = A[:, cur].tocsr()
+        cnt = np.diff(As.indptr)
+        uniq = np.flatnonzero(cnt == 1)
+        owner = As[uniq].indices  # the one chosen column (position in cur) covering each
+        P = sp.csr_array((np.ones(uniq.size), (uniq, owner)), shape=(m, cur.size))
+        n_u = np.bincount(owner, minlength=cur.size)
+        C = (At @ P).tocoo()  # C[k, a]: rows of U_a that k covers
+        full = C.data == n_u[C.col]
+        F = sp.csc_array((np.ones(int(full.sum())), (C.row[full], C.col[full])), shape=(q, cur.size))
+        G = (F.T @ F).tocoo()
+        off = G.row < G.col
+        if not off.any():
+            break
+        used = np.zeros(cur.size, dtype=bool)
+        out: list[int] = []
+        add: list[int] = []
+        for a, b in zip(G.row[off].tolist(), G.col[off].tolist()):
+            if used[a] or used[b]:
+                continue
+            k = np.intersect1d(F.indices[F.indptr[a] : F.indptr[a + 1]], F.indices[F.indptr[b] : F.indptr[b + 1]])
+            if k.size:
+                used[a] = used[b] = True
+                out += [a, b]
+                add.append(int(k[0]))
+        keep = np.ones(cur.size, dtype=bool)
+        keep[out] = False
+        cand = _repair_cover(A, np.union1d(cur[keep], np.asarray(add, dtype=np.intp)))
+        if cand.size >= cur.size:
+            break
+        cur = cand
+    return cur
+
+
+def _lns_cover(A: sp.csr_array, cover: NDArray[np.intp], deadline: float, hops: int = 2,
+               seed: int = 0) -> NDArray[np.intp]:
+    """Large-neighbourhood search on a cover of every row of A, with exact re-covering by HiGHS.
+
+    Repeatedly: a random chosen column and the chosen columns within ``hops`` column-row-column
+    steps of it leave the cover; the rows left uncovered are covered again optimally by a small
+    MILP (the removed columns are its start). Fewer columns: kept; as many: kept half the time
+    (moves along plateaus). Returns a cover no larger than ``cover``.
+    """
+    m, q = A.shape
+    Ac = A.tocsc()
+    rng = np.random.default_rng(seed)
+    in_s = np.zeros(q, dtype=bool)
+    in_s[np.asarray(cover, dtype=np.intp)] = True
+    cnt = np.asarray(Ac[:, np.flatnonzero(in_s)].sum(axis=1)).reshape(-1).astype(np.int64)
+
+    def rows_of(cols: NDArray[np.intp]) -> NDArray[np.intp]:
+        return np.concatenate([Ac.indices[Ac.indptr[j] : Ac.indptr[j + 1]] for j in cols])
+
+    while time.perf_counter() < deadline - 0.05 and in_s.any():
+        cols = np.array([int(rng.choice(np.flatnonzero(in_s)))], dtype=np.intp)
+        for _ in range(hops):
+            cols = np.unique(A[np.unique(rows_of(cols))].indices).astype(np.intp)
+        out = cols[in_s[cols]]
+        lost = np.flatnonzero(cnt - np.bincount(rows_of(out), minlength=m) == 0)
+        sub = A[lost]
+        sc = np.unique(sub.indices)
+        loc = np.full(q, -1, dtype=np.intp)
+        loc[sc] = np.arange(sc.size)
+        S = sp.csr_array((sub.data, loc[sub.indices], sub.indptr), shape=(lost.size, sc.size))
+        cons = [LinearConstraint(S, lb=np.ones(lost.size), ub=np.inf)]
+        st, x, _, _ = _run_milp(np.ones(sc.size), cons, Bounds(0, 1), np.ones(sc.size),
+                                min(1.0, deadline - time.perf_counter()), 1e-9,
+                                np.isin(sc, out).astype(np.float64))
+        if x is None:
+            continue
+        pick = np.flatnonzero(x > 0.5)
+        whole = st == 0 and out.size == int(in_s.sum()) and lost.size == m  # solved outright
+        if pick.size > out.size or (pick.size == out.size and rng.random() < 0.5 and not whole):
+            continue
+        if not np.all(np.asarray(S[:, pick].sum(axis=1)).reshape(-1) >= 1):
+            continue
+        cnt -= np.bincount(rows_of(out), minlength=m)
+        in_s[out] = False
+        cnt += np.bincount(rows_of(sc[pick]), minlength=m) if pick.size else 0
+        in_s[sc[pick]] = True
+        if whole:
+            break
+    return _drop_redundant(Ac, np.flatnonzero(in_s).astype(np.intp))
+
+
 def _repair_cover(A: sp.csr_array, chosen: NDArray[np.intp]) -> NDArray[np.intp]:
     """Complete ``chosen`` to a cover of every row of A (greedy), then drop redundant picks."""
     m, q = A.shape
@@ -1015,7 +1126,7 @@ def _lscp_reduced(
     optimal). Either way the bound is ``min(UB, fixed + HiGHS's dual bound)``.
     """
     m, q = R.shape
-    best = _greedy_cover(R)
+    best = greedy0 = _greedy_cover(R)
     if m == 0:
         return best, 0.0, "optimal", "heuristic", "nothing to cover"
     lag_end = time.perf_counter() + 0.4 * max(deadline - time.perf_counter(), 0.0)
@@ -1042,10 +1153,19 @@ def _lscp_reduced(
         return best, float(best.size), "optimal", "heuristic", msg + "; no improvement possible"
     if red2.A.shape[0] == 0:  # the fixed columns alone cover: an improvement (pre.size < UB)
         return pre.astype(np.intp), float(pre.size), "optimal", "heuristic", msg
-    if red2.A.nnz > milp_max_nnz:  # too large for HiGHS: more Lagrangian iterations instead
-        L2, _, cov2 = _lagrangian_lscp(R, float(best.size), deadline, 100_000, u0=u, heuristic_every=100)
+    if red2.A.nnz > milp_max_nnz:  # too large for HiGHS: local search, more Lagrangian iterations
+        for start in (best, greedy0):
+            alt = _two_for_one(R, start, deadline)
+            if alt.size < best.size:
+                best, msg = alt, msg + f"; 2-for-1 swaps {start.size} -> {alt.size}"
+        now = time.perf_counter()  # the bound moves little from here: most time goes to the cover
+        L2, _, cov2 = _lagrangian_lscp(R, float(best.size), now + 0.35 * max(deadline - now, 0.0), 100_000,
+                                       u0=u, heuristic_every=100)
         if cov2 is not None and cov2.size < best.size:
-            best = cov2
+            best = _two_for_one(R, cov2, deadline)
+        best, n_before = _lns_cover(R, best, deadline), best.size
+        if best.size < n_before:
+            msg += f"; neighbourhood search {n_before} -> {best.size}"
         lb = max(lb, float(np.ceil(L2 - 1e-6)))
         status = "optimal" if lb >= best.size else "time_limit"
         return best, min(lb, float(best.size)), status, "heuristic", msg + "; Lagrangian bound"
@@ -1086,6 +1206,135 @@ def _lscp_reduced(
     return best, lb, "optimal" if lb >= best.size else "time_limit", method, msg + "; " + msg_m
 
 
+def split_components(
+    A: ArrayLike | sp.sparray | sp.spmatrix,
+) -> tuple[list[NDArray[np.intp]], list[NDArray[np.intp]]]:
+    """Connected components of the bipartite demand-candidate graph of a coverage matrix.
+
+    Demand ``i`` and candidate ``j`` are joined when ``A[i, j] != 0``; a component is a set of rows
+    and columns no non-zero links to the rest, so covering problems (LSCP) separate over them.
+    Computed by :func:`scipy.sparse.csgraph.connected_components` on the ``(m + q) x (m + q)``
+    block matrix ``[[0, A], [A^T, 0]]`` (linear in the non-zeros). A row without non-zeros, or a
+    column without non-zeros, is a component of its own.
+
+    Parameters
+    ----------
+    A : sparse (m, q)
+
+    Returns
+    -------
+    rows_idx, cols_idx : list of ndarray of intp
+        Per component its rows and its columns, each sorted; components ordered by their
+        smallest row, then (row-less components) by column.
+
+    Examples
+    --------
+    Rows {0, 2} with columns {0, 2}, row 1 with column 1; column 3 covers nothing:
+
+    >>> A = np.array([[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 1, 0]])
+    >>> rows_idx, cols_idx = split_components(A)
+    >>> [r.tolist() for r in rows_idx], [c.tolist() for c in cols_idx]
+    ([[0, 2], [1], []], [[0, 2], [1], [3]])
+    """
+    M = sp.csr_array(A)
+    m, q = M.shape
+    if m + q == 0:
+        return [], []
+    B = sp.block_array([[None, M], [M.T, None]], format="csr") if m and q else \
+        sp.csr_array((m + q, m + q), dtype=np.int8)
+    n, lab = connected_components(B, directed=False)
+    # Renumber: components in order of their first node (rows come first, so of their first row).
+    _, first = np.unique(lab, return_index=True)
+    rank = np.empty(n, np.intp)
+    rank[np.argsort(first, kind="stable")] = np.arange(n)
+    lab = rank[lab]
+    r_lab, c_lab = lab[:m], lab[m:]
+    r_ord = np.argsort(r_lab, kind="stable").astype(np.intp)
+    c_ord = np.argsort(c_lab, kind="stable").astype(np.intp)
+    r_cut = np.cumsum(np.bincount(r_lab, minlength=n))[:-1]
+    c_cut = np.cumsum(np.bincount(c_lab, minlength=n))[:-1]
+    return np.split(r_ord, r_cut), np.split(c_ord, c_cut)
+
+
+_SMALL_COMPONENT_NNZ = 2_000  # LSCP components up to this size go straight to HiGHS
+
+
+def _lscp_small(
+    R: sp.csr_array, deadline: float, mip_rel_gap: float,
+) -> tuple[NDArray[np.intp], float, str, str, str] | None:
+    """A small LSCP component straight to HiGHS (greedy cover as its start solution): a few
+    milliseconds where :func:`_lscp_reduced`'s subgradient loop can take tens. Returns ``None``
+    when HiGHS did not prove an optimum (the caller falls back to :func:`_lscp_reduced`).
+    """
+    m, q = R.shape
+    best = _greedy_cover(R)
+    if m == 0 or best.size <= 1:
+        return best, float(best.size), "optimal", "heuristic", "greedy"
+    x0 = np.zeros(q)
+    x0[best] = 1.0
+    cons = [LinearConstraint(R, lb=np.ones(m), ub=np.inf)]
+    st, x, _, msg = _run_milp(np.ones(q), cons, Bounds(0, 1), np.ones(q),
+                              max(deadline - time.perf_counter(), 0.05), mip_rel_gap, x0)
+    if st != 0 or x is None:
+        return None
+    sel = np.flatnonzero(x > 0.5)
+    if sel.size > best.size or not np.all(R[:, sel].sum(axis=1) >= 1):
+        return None
+    return sel.astype(np.intp), float(sel.size), "optimal", "milp", msg
+
+
+def _lscp_decomposed(
+    R: sp.csr_array, deadline: float, mip_rel_gap: float,
+) -> tuple[NDArray[np.intp], float, str, str, str]:
+    """LSCP on a reduced instance, one connected component at a time (same returns as
+    :func:`_lscp_reduced`).
+
+    LSCP separates over the components of the demand-candidate graph: the optimum is the sum of
+    the components' optima and any sum of component lower bounds is a lower bound. Components are
+    solved smallest first (by non-zeros), each with a share of the time left proportional to its
+    size among those left, so time the small ones do not need passes on to the larger ones and
+    the largest gets whatever is left. One component: :func:`_lscp_reduced` as is.
+    """
+    m, q = R.shape
+    if m == 0:
+        return _lscp_reduced(R, deadline, mip_rel_gap)
+    rows_idx, cols_idx = split_components(R)
+    comps = [(r, c) for r, c in zip(rows_idx, cols_idx) if r.size]  # row-less: nothing to cover
+    if len(comps) <= 1:
+        return _lscp_reduced(R, deadline, mip_rel_gap)
+    deg = np.diff(R.indptr)
+    nnz = np.array([int(deg[r].sum()) for r, _ in comps], dtype=np.float64)
+    order = np.argsort(nnz, kind="stable")
+    local = np.empty(q, np.intp)
+    picks: list[NDArray[np.intp]] = []
+    lb_total = 0.0
+    n_proven = 0
+    any_milp = False
+    left = float(nnz.sum())
+    largest_msg = ""
+    for k, i in enumerate(order):
+        rows, cols = comps[i]
+        local[cols] = np.arange(cols.size)
+        Rr = R[rows]
+        # Columns renumbered within the component (``cols`` is sorted: indices stay sorted).
+        sub = sp.csr_array((Rr.data, local[Rr.indices], Rr.indptr), shape=(rows.size, cols.size))
+        now = time.perf_counter()
+        share = 1.0 if k == len(order) - 1 else nnz[i] / max(left, 1.0)
+        end = now + share * max(deadline - now, 0.0)
+        res_c = _lscp_small(sub, end, mip_rel_gap) if nnz[i] <= _SMALL_COMPONENT_NNZ else None
+        sel, lb, st, method, msg = res_c if res_c is not None else _lscp_reduced(sub, end, mip_rel_gap)
+        left -= nnz[i]
+        picks.append(cols[sel])
+        lb_total += min(float(lb), float(sel.size))
+        n_proven += st == "optimal"
+        any_milp |= method == "milp"
+        largest_msg = f"largest {rows.size}x{cols.size}: {st}, {msg}"
+    best = np.concatenate(picks).astype(np.intp)
+    status = "optimal" if n_proven == len(comps) else "time_limit"
+    msg = f"{len(comps)} components, {n_proven} proven optimal; {largest_msg}"
+    return best, min(lb_total, float(best.size)), status, "milp" if any_milp else "heuristic", msg
+
+
 def lscp(
     A: ArrayLike | sp.sparray | sp.spmatrix,
     existing: ArrayLike | None = None,
@@ -1100,7 +1349,11 @@ def lscp(
     Solves ``min sum_j x_j  s.t.  sum_j A_ij x_j >= 1`` for every demand point ``i`` not covered by
     an existing facility and reachable by some candidate, ``x`` binary (Toregas et al. 1971), with
     HiGHS after :func:`reduce_instance`. Demand no candidate reaches is reported, with its
-    population, in ``uncoverable_idx`` / ``uncoverable_population``.
+    population, in ``uncoverable_idx`` / ``uncoverable_population``. When the reduced instance
+    splits into connected components (towns far apart), each is solved on its own, smallest first,
+    sharing the time limit in proportion to size (what a small one leaves goes to the larger ones);
+    ``status`` is ``"optimal"`` only if every component is proven, ``bound`` sums the components'
+    bounds, and ``message`` starts with "<n> components, <k> proven optimal".
 
     Parameters
     ----------
@@ -1138,7 +1391,7 @@ def lscp(
     deadline = t0 + time_limit_s
     M, w, ex, red = _prepare(A, pop, existing, "lscp", reduce)
     fixed = red.fixed_idx
-    best, lb, status, method, msg = _lscp_reduced(red.A, deadline, mip_rel_gap)
+    best, lb, status, method, msg = _lscp_decomposed(red.A, deadline, mip_rel_gap)
     bound = float(fixed.size) + lb
     selected = np.concatenate([fixed, red.candidate_idx[best]]).astype(np.intp)
     return _assemble("lscp", status, method, float(selected.size), bound, t0, M, w, ex, selected,
@@ -1545,21 +1798,61 @@ def coverage_curve(
 # ---------------------------------------------------------------------------------------------
 # Capacitated MCLP
 # ---------------------------------------------------------------------------------------------
+_CMCLP_MILP_MAX_NNZ = 500_000  # CMCLP: above this the MILP neither fits in memory nor finishes
+_ASSIGN_MIN_S = 20.0  # the final assignment LP always gets at least this long
+
+
 def _assignment_lp(B: sp.csr_array, w: NDArray[np.float64], cap: NDArray[np.float64],
-                   time_limit_s: float) -> tuple[float, NDArray[np.float64]]:
-    """Max flow demand -> open columns of B within capacities: (served, flow per entry)."""
+                   time_limit_s: float) -> tuple[float, NDArray[np.float64], bool]:
+    """Max flow demand -> open columns of B within capacities: (served, flow per entry, solved)."""
     m, k = B.shape
     nnz = B.nnz
     if nnz == 0:
-        return 0.0, np.zeros(0)
+        return 0.0, np.zeros(0), True
     ent = np.arange(nnz)
     R = sp.csr_array((np.ones(nnz), B.indices * 0 + ent, B.indptr), shape=(m, nnz))
     C = sp.csr_array((np.ones(nnz), (B.indices, ent)), shape=(k, nnz))
     res = linprog(-np.ones(nnz), A_ub=sp.vstack([R, C], format="csr"), b_ub=np.concatenate([w, cap]),
                   bounds=(0, None), method="highs", options={"time_limit": max(time_limit_s, 0.05)})
-    if res.x is None:
-        return 0.0, np.zeros(nnz)
-    return float(-res.fun), np.asarray(res.x)
+    if res.status != 0 or res.x is None:
+        return 0.0, np.zeros(nnz), False
+    return float(-res.fun), np.asarray(res.x), True
+
+
+def _cmclp_greedy(B: sp.csr_array, w: NDArray[np.float64], cap: NDArray[np.float64], q: int, p: int,
+                  time_limit_s: float) -> tuple[NDArray[np.intp], float, str]:
+    """CMCLP without the MILP (too large): (chosen candidate columns, upper bound, message).
+
+    Existing sites (columns ``q:`` of B) serve first (assignment LP); then ``p`` times the
+    candidate with the most still-unserved demand within reach, capped by its capacity, whose
+    demand is then served in proportion. Bound: what the existing sites serve alone (in any
+    solution the flow through them is a feasible flow for them alone) plus the ``p`` largest
+    ``min(capacity, population within reach)`` of the candidates, at most all the demand.
+    """
+    m = B.shape[0]
+    E = sp.csr_array(B[:, q:])
+    served_e, f, ok = _assignment_lp(E, w, cap[q:], time_limit_s)
+    r = w.copy()
+    if ok and E.nnz:
+        r = np.maximum(w - np.bincount(np.repeat(np.arange(m), np.diff(E.indptr)), weights=f, minlength=m), 0.0)
+    Ac = sp.csc_array(B[:, :q])
+    Ac.sort_indices()
+    reach = np.minimum(np.asarray(Ac.T @ w, dtype=np.float64).reshape(-1), cap[:q])
+    top = float(np.sort(reach)[::-1][:p].sum())
+    total = float(min(w.sum(), cap.sum()))
+    bound = min(total, served_e + top) if ok else total
+    chosen: list[int] = []
+    for _ in range(min(p, q)):
+        gain = np.minimum(np.asarray(Ac.T @ r, dtype=np.float64).reshape(-1), cap[:q])
+        gain[chosen] = -np.inf
+        j = int(np.argmax(gain))
+        if gain[j] <= 0:
+            break
+        rows = Ac.indices[Ac.indptr[j] : Ac.indptr[j + 1]]
+        r[rows] *= 1.0 - min(1.0, cap[j] / float(r[rows].sum()))
+        chosen.append(j)
+    msg = f"{B.nnz:,} non-zeros: no MILP; greedy on the demand existing sites leave unserved"
+    return np.asarray(chosen, dtype=np.intp), bound, msg
 
 
 def cmclp(
@@ -1582,6 +1875,13 @@ def cmclp(
 
         max sum z_ij   s.t.  sum_j z_ij <= pop_i,   sum_i z_ij <= cap_j x_j,   sum_j x_j <= p,
                              z_ij <= pop_i x_j  (strengthening),   z >= 0,  x binary
+
+    Above 500,000 coverage non-zeros (new and existing sites) the MILP neither fits in memory
+    nor finishes, so it is not built: existing sites serve first, then ``p`` times the candidate
+    with the most unserved demand within reach (``status="heuristic"`` unless the bound meets
+    it); the bound is what existing sites serve alone plus the ``p`` largest
+    ``min(capacity, population within reach)``. Either way the reported figures come from an exact
+    assignment LP on the chosen sites, which always gets at least 20 s.
 
     Parameters
     ----------
@@ -1667,6 +1967,12 @@ def cmclp(
         sel_r = np.zeros(0, np.intp)
         flow = np.zeros(0)
         status, method, val, bound = "optimal", "heuristic", 0.0, 0.0
+    elif nnz > _CMCLP_MILP_MAX_NNZ:
+        ecol = Bk.indices
+        erow = np.repeat(np.arange(m), np.diff(Bk.indptr))
+        sel_r, bound, msg = _cmclp_greedy(Bk, wk, cap, q, p_eff,
+                                          max(deadline - time.perf_counter(), _ASSIGN_MIN_S))
+        st, x, method, flow = None, None, "heuristic", np.zeros(nnz)
     else:
         ent = np.arange(nnz)
         ecol = Bk.indices
@@ -1701,16 +2007,25 @@ def cmclp(
             sel_r = np.argsort(-np.minimum(reach, cap[:q]), kind="stable")[:p_eff]
             method = "heuristic"
             flow = np.zeros(nnz)
+    if m and nnz:
         open_cols = np.concatenate([sel_r, np.arange(q, q + ne)])
         keep_e = np.isin(ecol, open_cols)
-        # Re-solve the assignment exactly for the chosen sites (cleans MILP tolerances).
+        # Re-solve the assignment exactly for the chosen sites (cleans MILP tolerances); it
+        # defines every reported figure, so it gets at least _ASSIGN_MIN_S even after the limit.
         sub = sp.csr_array((np.ones(int(keep_e.sum())), ecol[keep_e], np.concatenate(
             [[0], np.cumsum(np.bincount(erow[keep_e], minlength=m))])), shape=(m, q + ne))
-        val, f_sub = _assignment_lp(sub, wk, cap, deadline - time.perf_counter() + 5.0)
-        flow = np.zeros(nnz)
-        flow[np.flatnonzero(keep_e)] = f_sub
+        val, f_sub, ok = _assignment_lp(sub, wk, cap, max(deadline - time.perf_counter(), _ASSIGN_MIN_S))
+        if ok:
+            flow = np.zeros(nnz)
+            flow[np.flatnonzero(keep_e)] = f_sub
+        else:  # keep the MILP's own flow (zeros for the heuristic): never more than is feasible
+            flow = np.clip(flow, 0.0, None)
+            val = float(flow.sum())
         bound = max(bound, val)
-        status = "optimal" if (st == 0 and x is not None) or _gap(val, bound) <= mip_rel_gap else "time_limit"
+        if st is None:  # no exact solve attempted
+            status = "optimal" if _gap(val, bound) <= mip_rel_gap else "heuristic"
+        else:
+            status = "optimal" if (st == 0 and x is not None) or _gap(val, bound) <= mip_rel_gap else "time_limit"
         if status == "optimal" and st == 0 and x is not None:
             bound = val
     # Per chosen site and per demand point.

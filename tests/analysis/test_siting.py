@@ -1,5 +1,6 @@
 """Siting: exact LSCP / MCLP / CMCLP against brute-force enumeration of every subset."""
 
+import time
 from itertools import combinations
 
 import numpy as np
@@ -511,3 +512,172 @@ def test_mclp_lagrangian_bound_never_below_brute_force(seed, monkeypatch):
     monkeypatch.setattr(siting, "_MCLP_LP_MAX_NNZ", 0)
     res = siting.mclp(A, pop, p, existing, time_limit_s=0.5)
     assert res.objective <= opt + 1e-9 <= res.bound + 2e-9 and res.gap >= 0
+
+
+# ---------------------------------------------------------------- connected components (LSCP separates)
+def complete_graph_edges(n):
+    """Vertex cover of K_n as set cover: rows = edges, columns = vertices; optimum n - 1, LP n / 2."""
+    edges = list(combinations(range(n), 2))
+    D = np.zeros((len(edges), n), np.int8)
+    for i, (a, b) in enumerate(edges):
+        D[i, a] = D[i, b] = 1
+    return D
+
+
+def block_instance(seed, blocks=None, n_blocks=3, n_max=6, q_max=4, density=0.45, p_existing=0.15):
+    """Independent blocks on the diagonal, rows and columns shuffled; also each block's rows/cols."""
+    rng = np.random.default_rng(seed)
+    if blocks is None:
+        blocks = [(rng.random((int(rng.integers(2, n_max + 1)), int(rng.integers(2, q_max + 1)))) < density)
+                  for _ in range(n_blocks)]
+    D = sp.block_diag([sp.csr_array(np.asarray(b, np.int8)) for b in blocks], format="csr")
+    rp, cp = rng.permutation(D.shape[0]), rng.permutation(D.shape[1])
+    A = sp.csr_array(D[rp][:, cp])
+    row_block = np.repeat(np.arange(len(blocks)), [b.shape[0] for b in blocks])[rp]
+    col_block = np.repeat(np.arange(len(blocks)), [b.shape[1] for b in blocks])[cp]
+    pop = rng.integers(1, 30, size=A.shape[0]).astype(float)
+    existing = rng.random(A.shape[0]) < p_existing
+    return A, pop, existing, row_block, col_block
+
+
+def test_split_components_hand_checked_and_against_networkx():
+    nx = pytest.importorskip("networkx")
+    A = np.array([[1, 0, 1, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]])
+    rows_idx, cols_idx = siting.split_components(A)
+    assert [r.tolist() for r in rows_idx] == [[0, 2], [1], [3], [], []]
+    assert [c.tolist() for c in cols_idx] == [[0, 2], [1], [], [3], [4]]
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        M = sp.csr_array((rng.random((int(rng.integers(1, 30)), int(rng.integers(1, 20)))) < 0.08).astype(np.int8))
+        m, q = M.shape
+        G = nx.Graph()
+        G.add_nodes_from([("r", i) for i in range(m)] + [("c", j) for j in range(q)])
+        G.add_edges_from((("r", i), ("c", j)) for i, j in zip(*M.nonzero()))
+        want = sorted(sorted(c) for c in nx.connected_components(G))
+        rows_idx, cols_idx = siting.split_components(M)
+        got = sorted(sorted([("r", int(i)) for i in r] + [("c", int(j)) for j in c])
+                     for r, c in zip(rows_idx, cols_idx))
+        assert got == want
+
+
+def test_decomposed_lscp_hand_checked_complete_graphs():
+    # Vertex covers of K3, K4 and K5 (edges to cover, vertices as candidates), shuffled together:
+    # nothing reduces, three components, optimum 2 + 3 + 4.
+    A, pop, _, row_block, col_block = block_instance(0, blocks=[complete_graph_edges(n) for n in (3, 4, 5)])
+    red = siting.reduce_instance(A)
+    assert red.shape == A.shape and len(siting.split_components(red.A)[0]) == 3
+    res = siting.lscp(A, pop=pop)
+    assert (res.objective, res.bound, res.status) == (9.0, 9.0, "optimal")
+    assert res.message.startswith("3 components, 3 proven optimal")
+    assert np.bincount(col_block[res.selected_idx]).tolist() == [2, 3, 4]
+    assert covered(A, res.selected_idx, np.zeros(A.shape[0], bool)).all()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_decomposed_lscp_matches_brute_force_and_sum_of_blocks(seed, monkeypatch):
+    A, pop, existing, row_block, col_block = block_instance(seed)
+    D = A.toarray()
+    per_block = sum(bf_lscp(sp.csr_array(D[row_block == b][:, col_block == b]), existing[row_block == b])
+                    for b in range(row_block.max() + 1))
+    opt = bf_lscp(A, existing)
+    assert opt == per_block
+    need = ~existing & (D.sum(axis=1) > 0)
+    unc = np.flatnonzero(~existing & (D.sum(axis=1) == 0))  # uncoverable, still reported
+    for reduce in (True, False):  # without reductions the blocks reach the decomposition intact
+        res = siting.lscp(A, existing, pop=pop, reduce=reduce)
+        assert res.status == "optimal" and res.objective == opt == res.count and res.bound == opt
+        assert covered(A, res.selected_idx, existing)[need].all()
+        assert res.uncoverable_idx.tolist() == unc.tolist()
+        assert res.uncoverable_population == pytest.approx(pop[unc].sum())
+    n_comp = sum(r.size > 0 for r in siting.split_components(A[np.flatnonzero(need)])[0])
+    assert n_comp == 1 or res.message.startswith(f"{n_comp} components, {n_comp} proven optimal")
+    # the larger-component path (subgradient, fixing, HiGHS) gives the same optimum
+    monkeypatch.setattr(siting, "_SMALL_COMPONENT_NNZ", 0)
+    sel, lb, st, _, _ = siting._lscp_decomposed(sp.csr_array(A[np.flatnonzero(need)]), 1e18, 1e-6)
+    assert st == "optimal" and sel.size == lb == opt
+
+
+def test_decomposed_lscp_many_components_is_fast_and_exact():
+    blocks = [complete_graph_edges(3 + k % 4) for k in range(120)]  # optima 2, 3, 4, 5
+    A, pop, _, _, col_block = block_instance(1, blocks=blocks)
+    res = siting.lscp(A, pop=pop, time_limit_s=30.0)
+    assert res.status == "optimal" and res.objective == 30 * (2 + 3 + 4 + 5) == res.bound
+    assert res.message.startswith("120 components, 120 proven optimal")
+    assert res.seconds < 15.0
+
+
+def test_decomposed_lscp_component_cut_by_time_limit(monkeypatch):
+    # HiGHS "runs out of time" on whatever reaches it: K6 (optimum 5, Lagrangian/LP bound 3)
+    # cannot be proven, the K3 blocks are proven by the Lagrangian bound alone.
+    def timed_out(*args, **kwargs):
+        return 1, None, None, "time limit reached (test)"
+
+    monkeypatch.setattr(siting, "_run_milp", timed_out)
+    monkeypatch.setattr(siting, "_lagrangian_fixing",
+                        lambda At, u, target: (np.zeros(At.shape[0], bool), np.zeros(At.shape[0], bool)))
+    blocks = [complete_graph_edges(3), complete_graph_edges(6), complete_graph_edges(3)]
+    A, pop, existing, row_block, col_block = block_instance(2, blocks=blocks, p_existing=0.0)
+    opt = bf_lscp(A, existing)
+    assert opt == 2 + 5 + 2
+    res = siting.lscp(A, pop=pop, time_limit_s=5.0)
+    assert res.status == "time_limit" and res.message.startswith("3 components, 2 proven optimal")
+    assert res.bound <= opt <= res.objective and res.bound >= 2 + 3 + 2
+    assert res.gap == pytest.approx((res.objective - res.bound) / res.objective)
+    assert covered(A, res.selected_idx, existing).all()
+
+
+# ---------------------------------------------------------------- CMCLP too large for the MILP
+@pytest.mark.parametrize("seed", range(10))
+def test_cmclp_greedy_path_bounds_brute_force(seed, monkeypatch):
+    monkeypatch.setattr(siting, "_CMCLP_MILP_MAX_NNZ", 0)  # every instance takes the no-MILP path
+    rng = np.random.default_rng(300 + seed)
+    A, pop, _ = random_instance(300 + seed, n_max=10, q_max=6, density=0.35)
+    E = sp.csr_array((rng.random((A.shape[0], 2)) < 0.3).astype(np.int8))
+    cap, ecap = rng.integers(5, 40, A.shape[1]).astype(float), rng.integers(5, 40, 2).astype(float)
+    p = 1 + seed % 3
+    opt = bf_cmclp(A, pop, p, cap, E, ecap)
+    res = siting.cmclp(A, pop, p, cap, existing_capacity=ecap, existing_A=E)
+    assert res.method == "heuristic" and res.status in ("heuristic", "optimal")
+    assert res.objective <= opt + 1e-6 <= res.bound + 2e-6
+    assert res.status == "heuristic" or res.objective == pytest.approx(opt)
+    # the figures are those of an exact assignment to the chosen sites plus the existing ones
+    D = np.hstack([A.toarray()[:, res.selected_idx], E.toarray()])
+    assert res.objective == pytest.approx(assignment(D, pop, np.concatenate([cap[res.selected_idx], ecap])))
+
+
+def test_cmclp_greedy_path_hand_checked(monkeypatch):
+    # The existing site (capacity 10) serves demand 0 fully; candidate 0 reaches only demand 0,
+    # candidate 1 demand 1 (10 unserved): greedy on what is left takes candidate 1.
+    monkeypatch.setattr(siting, "_CMCLP_MILP_MAX_NNZ", 0)
+    A = np.array([[1, 0], [0, 1]])
+    res = siting.cmclp(A, [10, 10], 1, [50, 5], existing_capacity=[10], existing_A=np.array([[1], [0]]))
+    assert res.selected_idx.tolist() == [1] and res.objective == 15.0
+    # bound: existing alone 10, plus the best min(capacity, reach) = min(50, 10); not proven
+    assert res.bound == 20.0 and res.status == "heuristic"
+
+
+# ---------------------------------------------------------------- LSCP 2-for-1 local search
+def test_two_for_one_hand_checked():
+    # Columns a = {0}, b = {1}, k = {0, 1}, c = {2}: the cover {a, b, c} becomes {k, c}.
+    A = sp.csr_array(np.array([[1, 0, 1, 0], [0, 1, 1, 0], [0, 0, 0, 1]]))
+    assert sorted(siting._two_for_one(A, np.array([0, 1, 3]), 1e18).tolist()) == [2, 3]
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_two_for_one_and_large_instance_path_against_brute_force(seed):
+    R = _reduced_lscp(seed)
+    if R.shape[0] == 0:
+        R = sp.csr_array(complete_graph_edges(4 + seed % 3))
+    opt = bf_lscp(R, np.zeros(R.shape[0], bool))
+    start = np.arange(R.shape[1])  # every column: the local search must shrink it to a cover
+    out = siting._two_for_one(R, start, 1e18)
+    assert opt <= out.size <= start.size and (R[:, out].sum(axis=1) >= 1).all()
+    # neighbourhood search: a whole small instance is one neighbourhood, re-covered exactly
+    lns = siting._lns_cover(R, start, time.perf_counter() + 0.5)
+    assert opt <= lns.size <= start.size and (R[:, lns].sum(axis=1) >= 1).all()
+    if R.shape[1] <= 12:
+        assert lns.size == opt
+    # the "too large for HiGHS" branch (local search + Lagrangian) stays a valid cover and bound
+    sel, lb, st, _, _ = siting._lscp_reduced(R, time.perf_counter() + 2.0, 1e-6, milp_max_nnz=0)
+    assert lb <= opt <= sel.size and (R[:, sel].sum(axis=1) >= 1).all()
+    assert st == ("optimal" if lb == sel.size else "time_limit")
