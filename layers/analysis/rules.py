@@ -498,13 +498,6 @@ def _segment_crossings(a: NDArray, b: NDArray) -> NDArray[np.float64]:
     return np.vstack(out) if out else np.zeros((0, 2))
 
 
-# farthest_distance's coarse pass: at most COARSE_SAMPLES samples (a Voronoi diagram costs ~10 ms per
-# 1,000 samples; the coarse bound only has to be within h0/2 of the answer to drop the far samples),
-# and only when its spacing h0 is well above the fine one h (else the inner-disc bound is used).
-COARSE_SAMPLES = 300
-COARSE_MIN_RATIO = 1.5
-
-
 def farthest_distance(region, targets: ArrayLike, *, tol_m: float = 0.5) -> Farthest:
     """Max over the points of ``region`` of the distance to the nearest target, within ``tol_m``.
 
@@ -526,6 +519,10 @@ def farthest_distance(region, targets: ArrayLike, *, tol_m: float = 0.5) -> Fart
     ``max_C g`` as the upper bound. The maximum of a distance over a polygon is *not* always on
     its boundary (a site in the gap between two shelters peaks at a Voronoi vertex inside it),
     which is why the interior Voronoi vertices are candidates.
+
+    Speed: only the samples that can be nearest to some point of R' go into the Voronoi diagram
+    (:func:`_relevant_samples`, with its proof); the diagram within R', so C and g on C, is the same as
+    with all of S (up to Qhull's last-bit rounding of the vertex coordinates).
 
     Parameters
     ----------
@@ -580,32 +577,62 @@ def farthest_distance(region, targets: ArrayLike, *, tol_m: float = 0.5) -> Fart
 
     all_points = all(g.geom_type in ("Point", "MultiPoint") for g in t)
     if all_points:
-        samples = np.unique(shapely.get_coordinates(t)[:, :2], axis=0)
+        samples = _unique_rows(shapely.get_coordinates(t)[:, :2])
         return _farthest_on_samples(rest_poly, samples, 0.0, tunion)
-    # coarse pass (at most ~COARSE_SAMPLES samples) for an upper bound G0, then only the fine samples that
-    # can be nearest to a point of R' (within G0 + h/2 of its bounding box) -- g on R' is unchanged.
+    # only the fine samples that can be nearest to a point of R' (:func:`_relevant_samples`): the
+    # Voronoi diagram restricted to R' -- hence every candidate of the proof and g on them -- is unchanged.
     h = 2.0 * tol_m
-    perim = float(sum(p.boundary.length if p.geom_type == "Polygon" else p.length
-                      for p in shapely.get_parts(tunion)))
-    h0 = max(h, perim / COARSE_SAMPLES)
-    if h0 > COARSE_MIN_RATIO * h:
-        coarse = _farthest_on_samples(rest_poly, _target_samples(tunion, h0), h0, tunion)
-        bound = coarse.upper_m + h / 2.0
-    else:
-        # no coarse pass: the bound of the targets' inner discs (f <= U on the region, g <= f + h/2)
-        u = _disc_bound(region, t)
-        bound = u + h / 2.0 + 1e-6 * max(1.0, u)
-    samples = _target_samples(tunion, h)
-    if math.isfinite(bound):
-        x0, y0, x1, y1 = rest_poly.bounds
-        keep = ((samples[:, 0] >= x0 - bound) & (samples[:, 0] <= x1 + bound)
-                & (samples[:, 1] >= y0 - bound) & (samples[:, 1] <= y1 + bound))
-        samples = samples[keep]
+    samples = _relevant_samples(rest_poly, tunion, h)
     return _farthest_on_samples(rest_poly, samples, h, tunion)
 
 
-def _target_samples(tunion, h: float) -> NDArray[np.float64]:
-    """Points on the boundary of the target union with spacing <= h (vertices kept)."""
+#: :func:`_relevant_samples`: the bounding box of R' is cut into about this many cells.
+RELEVANT_CELLS = 64
+
+
+def _relevant_samples(rest_poly, tunion, h: float, n_cells: int = RELEVANT_CELLS) -> NDArray[np.float64]:
+    """The samples S of :func:`_target_samples` (boundary of the targets ``tunion``, spacing <= h) that
+    can be the nearest sample to some point of ``rest_poly`` (R'), in their order.
+
+    Proof. For x in R' (outside the open targets) the nearest point of the targets lies on their
+    boundary, within h/2 of a sample, so g(x) = d(x, S) <= f(x) + h/2 with f = d(., targets). A sample
+    s nearest to x has |x - s| = g(x) <= f(x) + h/2. Cover the bounding box of R' by cells of centre c
+    and half-diagonal r: in a cell, |x - s| >= |c - s| - r and f(x) <= f(c) + r (f is 1-Lipschitz), so
+    s can be nearest to a point of that cell only if |c - s| - f(c) <= 2 r + h/2. A sample failing this
+    in every cell is nearest to no point of R'; dropping it leaves the nearest sample of every x in R'
+    -- so the Voronoi cells, vertices and edges of S within R' and g on R' -- as they were. A margin of
+    1e-6 m (plus 1e-9 relative) covers the rounding of the arithmetic.
+    """
+    x0, y0, x1, y1 = rest_poly.bounds
+    w, hh = x1 - x0, y1 - y0
+    # cells about square, about n_cells of them
+    nx = max(1, int(round(math.sqrt(n_cells * w / hh)))) if hh > 0 else n_cells
+    ny = max(1, int(round(n_cells / nx)))
+    dx, dy = w / nx, hh / ny
+    cx = x0 + dx * (np.arange(nx) + 0.5)
+    cy = y0 + dy * (np.arange(ny) + 0.5)
+    gx, gy = np.meshgrid(cx, cy, indexing="ij")
+    cxy = np.column_stack([gx.ravel(), gy.ravel()])
+    r = 0.5 * math.hypot(dx, dy)
+    fc = shapely.distance(tunion, shapely.points(cxy))
+    top = float(fc.max()) + r + h / 2.0
+    eps = 1e-6 + 1e-9 * top
+    # a relevant sample is within max f(c) + r + h/2 of the box (cheap first cut, before np.unique)
+    b = top + eps
+    samples = _target_samples(tunion, h, (x0 - b, y0 - b, x1 + b, y1 + b))
+    if len(samples) <= 8:
+        return samples
+    # the samples within f(c) + 2 r + h/2 of some cell centre c (a k-d tree's ball queries)
+    lists = cKDTree(samples).query_ball_point(cxy, fc + (2.0 * r + h / 2.0 + eps), return_sorted=False)
+    ok = np.zeros(len(samples), dtype=bool)
+    ok[np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64)] = True
+    return samples[ok]
+
+
+def _target_samples(tunion, h: float, box: tuple[float, float, float, float] | None = None
+                    ) -> NDArray[np.float64]:
+    """Points on the boundary of the target union with spacing <= h (vertices kept), distinct and
+    sorted (x, then y); only those in ``box`` (x0, y0, x1, y1, closed) when given."""
     out = []
     for p in shapely.get_parts(tunion):
         if p.geom_type == "Point":
@@ -616,7 +643,23 @@ def _target_samples(tunion, h: float) -> NDArray[np.float64]:
             out.append(shapely.get_coordinates(shapely.segmentize(shapely.boundary(p), h)))
         else:  # nested collections
             out.append(_target_samples(p, h))
-    return np.unique(np.vstack(out)[:, :2], axis=0)
+    xy = np.vstack(out)[:, :2]
+    if box is not None:
+        xy = xy[(xy[:, 0] >= box[0]) & (xy[:, 0] <= box[2]) & (xy[:, 1] >= box[1]) & (xy[:, 1] <= box[3])]
+    return _unique_rows(xy)
+
+
+def _unique_rows(xy: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``np.unique(xy, axis=0)`` for finite (n, 2) float rows (sorted by x, then y), 5-10x faster.
+
+    Same rows in the same order (-0.0 and 0.0 count as one value in both; which sign is kept may differ).
+    """
+    if len(xy) == 0:
+        return xy.reshape(0, 2).copy()
+    s = xy[np.lexsort((xy[:, 1], xy[:, 0]))]
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = (s[1:, 0] != s[:-1, 0]) | (s[1:, 1] != s[:-1, 1])
+    return s[new]
 
 
 def _farthest_on_samples(rest_poly, samples: NDArray, h: float, tunion) -> Farthest:
