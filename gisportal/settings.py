@@ -242,6 +242,8 @@ GISPORTAL_BASEMAP_CRS = os.environ.get("GISPORTAL_BASEMAP_CRS", "").strip().lowe
 # Both stay valid only while the table's revision token is unchanged (layers.geojson_cache).
 GISPORTAL_GEOJSON_CACHE_MB = float(os.environ.get("GISPORTAL_GEOJSON_CACHE_MB", "64"))
 GISPORTAL_GEOJSON_INDEX_FEATURES = int(os.environ.get("GISPORTAL_GEOJSON_INDEX_FEATURES", "100000"))
+# Reviews read tables up to this many rows from per-process snapshots (layers.snapshots; 0 = the database).
+GISPORTAL_SNAPSHOT_ROWS = int(os.environ.get("GISPORTAL_SNAPSHOT_ROWS", "20000"))
 TIANDITU_KEY = os.environ.get("TIANDITU_KEY", "")
 GISPORTAL_LOCAL_TILES = os.environ.get("GISPORTAL_LOCAL_TILES", "")  # e.g. /tiles/{z}/{x}/{y}.png
 

@@ -419,15 +419,6 @@ def _from_wkb(rows, col: int = -1) -> np.ndarray:
     return shapely.from_wkb([bytes(r[col]) for r in rows])
 
 
-def _areas(qs, with_names: bool = True) -> R.Areas:
-    rows = _rows(qs, "code", "name") if with_names else _rows(qs, "code")
-    if not rows:
-        return R.Areas()
-    codes = tuple(r[0] for r in rows)
-    names = tuple(r[1] for r in rows) if with_names else ("",) * len(rows)
-    return R.Areas(codes, names, _from_wkb(rows))
-
-
 def _bbox_diag(geom) -> float:
     x0, y0, x1, y1 = geom.bounds
     return math.hypot(x1 - x0, y1 - y0)
@@ -440,6 +431,58 @@ def _box(b) -> Polygon:
 
 
 _SHELTER_FIELDS = ("pk", "level", "effective_area_m2", "capacity_persons")
+
+
+# the columns each table's snapshot keeps (layers.snapshots): what gather_context reads
+_SNAPSHOT_SPECS = {
+    models.District: ("code", "name"), models.Street: ("code", "name"), models.Community: ("code", "name"),
+    models.Grid: ("code", "population"), models.Shelter: _SHELTER_FIELDS[1:],
+    models.FireStation: ("kind",), models.ServiceFacility: ("kind",),
+}
+
+
+class _Source:
+    """One table's rows for gather_context: from its in-memory snapshot when it has one, else the ORM.
+    Both give ``(rows, geoms)``: rows as ``(pk, *fields)`` tuples in database order (``Meta.ordering``)."""
+
+    def __init__(self, model, snap):
+        self.model, self.snap = model, snap
+
+    def _pick(self, idx, fields) -> tuple[list, np.ndarray]:
+        snap = self.snap
+        cols = [0 if f == "pk" else 1 + snap.fields.index(f) for f in fields]
+        return [tuple(snap.rows[i][c] for c in cols) for i in idx], snap.geoms[idx]
+
+    def _orm(self, qs, fields) -> tuple[list, np.ndarray]:
+        rows = _rows(qs, *fields)
+        return [r[:-1] for r in rows], _from_wkb(rows)
+
+    def intersecting(self, site, g_site, fields):
+        if self.snap is not None:
+            return self._pick(self.snap.intersects(site), fields)
+        return self._orm(self.model.objects.filter(geom__intersects=g_site), fields)
+
+    def within(self, geom, g_geom, distance, fields, *, kinds=None, exclude_pks=()):
+        if self.snap is not None:
+            idx = self.snap.dwithin(geom, distance)
+            if kinds is not None:
+                kind = self.snap.fields.index("kind") + 1
+                idx = idx[[self.snap.rows[i][kind] in kinds for i in idx]] if idx.size else idx
+            if exclude_pks:
+                idx = idx[[self.snap.rows[i][0] not in exclude_pks for i in idx]] if idx.size else idx
+            return self._pick(idx, fields)
+        qs = self.model.objects.filter(geom__dwithin=(g_geom, D(m=distance)))
+        if kinds is not None:
+            qs = qs.filter(kind__in=list(kinds))
+        if exclude_pks:
+            qs = qs.exclude(pk__in=exclude_pks)
+        return self._orm(qs, fields)
+
+    def box_overlapping(self, boxes, fields):
+        if self.snap is not None:
+            return self._pick(self.snap.bbox_overlaps(boxes), fields)
+        return self._orm(self.model.objects.filter(reduce(or_, [Q(geom__bboverlaps=_box(b)) for b in boxes])),
+                         fields)
 
 
 def gather_context(site, rs: R.RuleSet) -> R.ReviewContext:
@@ -455,16 +498,24 @@ def gather_context(site, rs: R.RuleSet) -> R.ReviewContext:
     can use its other shelters). Demand beyond D that also uses those other shelters is not
     modelled (a second-ring boundary effect).
 
-    Speed: ten queries, each a spatial-index lookup; geometries come back as WKB (``AsWKB``) and
-    are parsed and measured with vectorised shapely (no GEOS object per row).
+    Speed: the tables come from their per-process snapshots (``layers.snapshots``: one query for the
+    tables' revision tokens, then STRtree lookups in memory) when they have at most
+    ``GISPORTAL_SNAPSHOT_ROWS`` rows, else from spatial-index queries with the geometry as WKB
+    (``AsWKB``); either way the same rows in the same order (tested both ways on every fixture).
     """
+    from . import snapshots
+
     g_site = _geos(site)
     diag = _bbox_diag(site)
+    snaps = snapshots.snapshots(_SNAPSHOT_SPECS)
+    src = {m: _Source(m, snaps.get(m)) for m in _SNAPSHOT_SPECS}
     ctx: dict = {}
-    ctx["districts"] = _areas(models.District.objects.filter(geom__intersects=g_site))
-    ctx["streets"] = _areas(models.Street.objects.filter(geom__intersects=g_site))
-    ctx["communities"] = _areas(models.Community.objects.filter(geom__intersects=g_site))
-    ctx["grids"] = _areas(models.Grid.objects.filter(geom__intersects=g_site), with_names=False)
+    for key, model in (("districts", models.District), ("streets", models.Street),
+                       ("communities", models.Community)):
+        rows, geoms = src[model].intersecting(site, g_site, ("code", "name"))
+        ctx[key] = R.Areas(tuple(r[0] for r in rows), tuple(r[1] for r in rows), geoms) if rows else R.Areas()
+    rows, geoms = src[models.Grid].intersecting(site, g_site, ("code",))
+    ctx["grids"] = R.Areas(tuple(r[0] for r in rows), ("",) * len(rows), geoms) if rows else R.Areas()
 
     # shelters: the reach rule's query distance, and the capacity rule's service distances. One
     # dwithin at the largest of them, then the exact per-level distances with shapely: an OR of one
@@ -473,9 +524,8 @@ def gather_context(site, rs: R.RuleSet) -> R.ReviewContext:
     reach_q = max(2 * rs.shelter_reach_m, rs.shelter_reach_m + diag)
     levels = dict(rs.shelter_service_distance_m)
     d_all = max(levels.values()) if levels else rs.shelter_reach_m
-    near = _rows(models.Shelter.objects.filter(geom__dwithin=(g_site, D(m=max(d_all, reach_q)))),
-                 *_SHELTER_FIELDS)
-    near_g = _from_wkb(near)
+    shelters = src[models.Shelter]
+    near, near_g = shelters.within(site, g_site, max(d_all, reach_q), _SHELTER_FIELDS)
     dist = shapely.distance(near_g, site) if near else np.zeros(0)
     lv_d = np.array([levels.get(r[1], -1.0) for r in near], dtype=np.float64)
     keep = np.flatnonzero((dist <= lv_d) | (dist <= reach_q))
@@ -489,10 +539,8 @@ def gather_context(site, rs: R.RuleSet) -> R.ReviewContext:
         # candidates: grids whose box meets a S1 shelter's box grown by its service distance (index
         # only, no distance in SQL); then the exact distances with shapely
         boxes = shapely.bounds(near_g[s1]) + near_d[s1, None] * np.array([-1.0, -1.0, 1.0, 1.0])
-        gq = reduce(or_, [Q(geom__bboverlaps=_box(b)) for b in boxes])
-        grid_rows = _rows(models.Grid.objects.filter(gq), "population")
+        grid_rows, gg = src[models.Grid].box_overlapping(boxes, ("population",))
         if grid_rows:
-            gg = _from_wkb(grid_rows)
             # exact: within the service distance of one of the S1 shelters (their own distances)
             # the grids' bounding discs once: their points p are the representative points (the
             # demand points), the same as shapely.point_on_surface of the hit grids
@@ -506,31 +554,31 @@ def gather_context(site, rs: R.RuleSet) -> R.ReviewContext:
             box = Polygon.from_bbox((x0, y0, x1, y1)) if (x1 > x0 and y1 > y0) else \
                 GEOSGeometry(f"POINT ({x0} {y0})")
             box.srid = settings.GIS_SRID
+            box_s = shapely.box(x0, y0, x1, y1) if (x1 > x0 and y1 > y0) else shapely.Point(x0, y0)
             seen = {r[0] for r in near}
-            more = _rows(models.Shelter.objects.filter(geom__dwithin=(box, D(m=d_all))).exclude(pk__in=seen),
-                         *_SHELTER_FIELDS)
+            more, more_g = shelters.within(box_s, box, d_all, _SHELTER_FIELDS, exclude_pks=seen)
             lp_rows += more
-            lp_g.append(_from_wkb(more))
+            lp_g.append(more_g)
     per_capita = dict(rs.shelter_per_capita_m2)
-    cap = [float(c) if c is not None else float(a // per_capita.get(lv, 1.0)) for _, lv, a, c, _ in lp_rows]
+    cap = [float(c) if c is not None else float(a // per_capita.get(lv, 1.0)) for _, lv, a, c in lp_rows]
     ctx["shelter_geoms"] = np.concatenate(lp_g) if lp_rows else np.empty(0, dtype=object)
     ctx["shelter_levels"] = tuple(r[1] for r in lp_rows)
     ctx["shelter_capacity"] = np.array(cap, dtype=np.float64)
     ctx["demand_xy"], ctx["demand_pop"] = demand_xy, demand_pop
 
     fire_q = max(2 * rs.fire_response_distance_m, rs.fire_response_distance_m + diag)
-    fire = _rows(models.FireStation.objects.filter(
-        kind__in=rs.fire_station_kinds, geom__dwithin=(g_site, D(m=fire_q))), "kind")
-    ctx["fire_geoms"] = _from_wkb(fire)
+    fire, fire_g = src[models.FireStation].within(site, g_site, fire_q, ("kind",),
+                                                  kinds=set(rs.fire_station_kinds))
+    ctx["fire_geoms"] = fire_g
     ctx["fire_kinds"] = tuple(r[0] for r in fire)
 
     if rs.life_circle_m:
         lim = max(rs.life_circle_m.values())
-        fac = _rows(models.ServiceFacility.objects.filter(
-            kind__in=list(rs.life_circle_m), geom__dwithin=(g_site, D(m=max(2 * lim, lim + diag)))), "kind")
+        fac, fac_g = src[models.ServiceFacility].within(site, g_site, max(2 * lim, lim + diag), ("kind",),
+                                                        kinds=set(rs.life_circle_m))
     else:
-        fac = []
-    ctx["facility_geoms"] = _from_wkb(fac)
+        fac, fac_g = [], np.empty(0, dtype=object)
+    ctx["facility_geoms"] = fac_g
     ctx["facility_kinds"] = tuple(r[0] for r in fac)
     if rs.reach_method == "network":
         ctx["road_network"], ctx["roads_loaded"] = _road_network(g_site, max(reach_q, fire_q))
