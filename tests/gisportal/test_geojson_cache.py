@@ -43,6 +43,17 @@ def token(model) -> int | None:
     return models.TableRevision.objects.filter(table=model._meta.db_table).values_list("token", flat=True).first()
 
 
+def random_boxes(seed: int, n: int):
+    """Lon/lat boxes from street size (~100 m) to city size (~30 km) over and around the demo city."""
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(n):
+        w = 10 ** rng.uniform(-3, -0.5)
+        x0, y0 = rng.uniform(114.6, 115.2), rng.uniform(40.5, 41.0)
+        yield (x0, y0, x0 + w, y0 + w * rng.uniform(0.5, 2))
+
+
 def built_by(fn) -> int:
     before = geojson_cache.stats["built"]
     fn()
@@ -169,8 +180,6 @@ def test_api_list_uses_the_cache_and_equals_a_fresh_build(demo, users):  # noqa:
 def test_in_bbox_fast_path_selects_exactly_the_intersecting_rows(demo, kind):  # noqa: F811
     """in_bbox = (bounding box inside an inner rectangle) OR intersects: the same rows as intersects alone,
     for random boxes from street size to the whole city, some straddling the edges of features."""
-    import random
-
     import shapely
     from django.conf import settings
     from django.contrib.gis.geos import GEOSGeometry
@@ -178,11 +187,7 @@ def test_in_bbox_fast_path_selects_exactly_the_intersecting_rows(demo, kind):  #
     from layers.analysis.transform import bbox_polygon
 
     model = LAYERS[kind].model
-    rng = random.Random(8)
-    for _ in range(12):
-        w = 10 ** rng.uniform(-3, -0.5)
-        x0, y0 = rng.uniform(114.6, 115.2), rng.uniform(40.5, 41.0)
-        box = (x0, y0, x0 + w, y0 + w * rng.uniform(0.5, 2))
+    for box in random_boxes(8, 12):
         ring = bbox_polygon(4326, settings.GIS_SRID, *box, densify=16)
         exact = set(model.objects.filter(geom__intersects=GEOSGeometry(
             memoryview(shapely.to_wkb(ring)), srid=settings.GIS_SRID)).values_list("pk", flat=True))
@@ -206,14 +211,8 @@ def test_empty_selections(demo):  # noqa: F811
 def test_in_memory_index_selects_what_the_database_selects(demo, kind):  # noqa: F811
     """keyed_in_bbox (STRtree + inner rectangle + GEOS intersects near the edges) = in_bbox in SQL, for random
     boxes; and it notices writes (a new token rebuilds it)."""
-    import random
-
     model = LAYERS[kind].model
-    rng = random.Random(3)
-    for _ in range(15):
-        w = 10 ** rng.uniform(-3, -0.5)
-        x0, y0 = rng.uniform(114.6, 115.2), rng.uniform(40.5, 41.0)
-        box = (x0, y0, x0 + w, y0 + w * rng.uniform(0.5, 2))
+    for box in random_boxes(3, 15):
         mem = geojson_cache.keyed_in_bbox(model, box, None)
         assert mem is not None
         sql = geojson_cache._fetch(geojson_cache.keyed(model.objects.all().in_bbox(*box)))
