@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
-from django.db.models import Subquery
 
 from . import selectors
-from .models import TableRevision
 
 _lock = threading.Lock()
 
@@ -45,7 +43,9 @@ def _limit_chars() -> int:
 
 
 def _token(model):
-    return Subquery(TableRevision.objects.filter(table=model._meta.db_table).values("token")[:1])
+    from .revisions import token_expression
+
+    return token_expression(model)
 
 
 def keyed(qs):
@@ -165,13 +165,10 @@ def is_whole_table(qs) -> bool:
 
 
 def current_token(model):
-    """The table's revision token now (one indexed row), or None."""
-    with connections[model.objects.db].cursor() as cur:
-        qn = connections[model.objects.db].ops.quote_name
-        cur.execute(f"SELECT token FROM {qn(TableRevision._meta.db_table)} WHERE {qn('table')} = %s",
-                    [model._meta.db_table])
-        row = cur.fetchone()
-    return row[0] if row else None
+    """The table's revision token now, or None (none yet, or written by this transaction on PostgreSQL)."""
+    from .revisions import current_tokens
+
+    return current_tokens([model], model.objects.db)[model._meta.db_table]
 
 
 def _index_for(model, token):

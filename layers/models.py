@@ -384,10 +384,12 @@ class PopulationSurface(SampleMixin):
 class TableRevision(models.Model):
     """A token that changes with every write to a layer table, kept by database triggers (migration
     0005): INSERT, UPDATE, DELETE (and TRUNCATE on PostgreSQL) set it to a new random 63-bit value in the
-    writer's own transaction, whatever wrote (ORM, bulk COPY, admin, raw SQL, a restore). Readers that
-    cache something derived from a table (the per-feature GeoJSON of ``layers.geojson_cache``) compare
-    tokens: equal token, same committed rows. Random rather than a counter so that a token never
-    comes back after the table is emptied and refilled (a flush truncates this table too)."""
+    writer's own transaction, whatever wrote (ORM, bulk COPY, admin, raw SQL, a restore); on PostgreSQL
+    at COMMIT, once per transaction (so concurrent writers never wait on it), the writer reading its own
+    table as dirty until then (``layers.revisions``). Readers that cache something derived from a table
+    (``layers.geojson_cache``, ``layers.snapshots``) compare tokens: equal token, same committed rows.
+    Random rather than a counter so that a token never comes back after the table is emptied and
+    refilled (a flush truncates this table too)."""
 
     table = models.CharField(max_length=63, primary_key=True)
     token = models.BigIntegerField()

@@ -22,8 +22,6 @@ import shapely
 from django.conf import settings
 from django.db import connections
 
-from .models import TableRevision
-
 _lock = threading.Lock()
 
 
@@ -67,22 +65,19 @@ def _limit() -> int:
 
 
 def tokens(models_: list, using: str = "default") -> dict:
-    """``{db_table: token or None}`` of several tables, in one query."""
-    tables = [m._meta.db_table for m in models_]
-    qn = connections[using].ops.quote_name
-    with connections[using].cursor() as cur:
-        cur.execute(f"SELECT {qn('table')}, token FROM {qn(TableRevision._meta.db_table)} "
-                    f"WHERE {qn('table')} IN ({', '.join(['%s'] * len(tables))})", tables)
-        found = dict(cur.fetchall())
-    return {t: found.get(t) for t in tables}
+    """``{db_table: token or None}`` of several tables, in one query (``layers.revisions``)."""
+    from .revisions import current_tokens
+
+    return current_tokens(models_, using)
 
 
 def _build(model, fields: tuple[str, ...], token, using: str) -> Snapshot | None:
     from django.contrib.gis.db.models.functions import AsWKB
-    from django.db.models import Subquery
+
+    from .revisions import token_expression
 
     limit = _limit()
-    tok = Subquery(TableRevision.objects.filter(table=model._meta.db_table).values("token")[:1])
+    tok = token_expression(model, using)
     rows = list(model.objects.using(using).annotate(_wkb=AsWKB("geom"), _revision=tok)
                 .values_list("_revision", "pk", *fields, "_wkb")[:limit + 1])
     if len(rows) > limit or any(r[0] != token for r in rows):
