@@ -72,9 +72,11 @@ def _fetch(keyed_rows) -> list:
 def clear() -> None:
     """Forget every cached text and index (tests; a restore under a running server needs no call: tokens
     change)."""
+    from . import snapshots
+
     with _lock:
         _entries.clear()
-        _indexes.clear()
+    snapshots.clear()
 
 
 def _total_chars() -> int:
@@ -136,21 +138,9 @@ def feature_texts(model, fields: tuple[str, ...], keyed_rows, *, escape_html: bo
 # A map request for an unfiltered layer asks "which features intersect this box": PostgreSQL answers in
 # ~2 ms of its CPU plus ~1.5 ms of ORM work here. For tables up to GISPORTAL_GEOJSON_INDEX_FEATURES rows
 # (default 100,000) each process keeps the table's geometries (GIS_SRID) in a shapely STRtree for one
-# revision token, read with one small query per request, and answers with the same predicate (GEOS
-# intersects against the same projected box). Filtered querysets (a field worker's grids) and larger
+# revision token (a ``layers.snapshots`` snapshot without columns), read with one small query per
+# request, and answers with the same predicate (GEOS intersects against the same projected box). Filtered querysets (a field worker's grids) and larger
 # tables use the database.
-
-@dataclass
-class _Index:
-    token: int
-    pks: object      # numpy int64, sorted
-    geoms: object    # numpy array of shapely geometries, same order
-    tree: object
-    bounds: object   # (n, 4) xmin, ymin, xmax, ymax of each geometry
-
-
-_indexes: dict[tuple, _Index] = {}
-
 
 def _index_limit() -> int:
     return int(getattr(settings, "GISPORTAL_GEOJSON_INDEX_FEATURES", 100_000))
@@ -171,31 +161,6 @@ def current_token(model):
     return current_tokens([model], model.objects.db)[model._meta.db_table]
 
 
-def _index_for(model, token):
-    import numpy as np
-    import shapely
-
-    conn = connections[model.objects.db]
-    key = (model.objects.db, str(conn.settings_dict.get("NAME")), model._meta.db_table)
-    idx = _indexes.get(key)
-    if idx is not None and idx.token == token:
-        return idx
-    limit = _index_limit()
-    if token is None or limit <= 0:
-        return None
-    rows = list(selectors.with_wkb(model.objects.order_by("pk")).annotate(_revision=_token(model))
-                .values_list("_revision", "pk", "_wkb")[:limit + 1])
-    if len(rows) > limit or any(r[0] != token for r in rows):
-        return None      # too large to keep, or written meanwhile: the database answers
-    pks = np.array([r[1] for r in rows], dtype=np.int64)
-    geoms = shapely.from_wkb([bytes(r[2]) for r in rows]) if rows else np.empty(0, dtype=object)
-    idx = _Index(token, pks, geoms, shapely.STRtree(geoms), shapely.bounds(geoms).reshape(-1, 4))
-    idx.tree.query(shapely.box(0, 0, 0, 0))   # GEOS builds the tree on the first query: here, in one thread
-    with _lock:
-        _indexes[key] = idx
-    return idx
-
-
 def keyed_in_bbox(model, bbox, limit: int | None):
     """``(token, pk)`` rows of the features of the whole table ``model`` intersecting the lon/lat
     ``bbox`` (``in_bbox``'s predicate, the database's answer), from the in-memory index when the table
@@ -203,14 +168,13 @@ def keyed_in_bbox(model, bbox, limit: int | None):
     import numpy as np
     import shapely
 
-    from .analysis.transform import bbox_polygon
+    from . import snapshots
+    from .analysis.transform import bbox_polygon, inner_rectangle
 
-    token = current_token(model)
-    idx = _index_for(model, token)
+    idx = snapshots.snapshots({model: ()}, model.objects.db, limit=_index_limit())[model]
     if idx is None:
         return None
-    from .analysis.transform import inner_rectangle
-
+    token = idx.token
     ring = bbox_polygon(4326, settings.GIS_SRID, *bbox)
     hits = idx.tree.query(ring)   # bounding boxes only; then the exact test where it is needed:
     inner = inner_rectangle(ring)  # a geometry whose bounding box lies inside this rectangle intersects

@@ -31,14 +31,11 @@ def current_tokens(models_, using: str = "default") -> dict:
     tables = [m._meta.db_table for m in models_]
     conn = connections[using]
     qn = conn.ops.quote_name
+    token = "token"
+    if conn.vendor == "postgresql":   # written by this transaction and not committed: None (uncacheable)
+        token = f"CASE WHEN current_setting('layers.dirty_' || {qn('table')}, true) = '1' THEN NULL ELSE token END"
     with conn.cursor() as cur:
-        cur.execute(f"SELECT {qn('table')}, token FROM {qn(TableRevision._meta.db_table)} "
+        cur.execute(f"SELECT {qn('table')}, {token} FROM {qn(TableRevision._meta.db_table)} "
                     f"WHERE {qn('table')} IN ({', '.join(['%s'] * len(tables))})", tables)
         found = dict(cur.fetchall())
-        if conn.vendor == "postgresql":
-            cur.execute("SELECT " + ", ".join(["current_setting(%s, true)"] * len(tables)),
-                        ["layers.dirty_" + t for t in tables])
-            for t, dirty in zip(tables, cur.fetchone()):
-                if dirty == "1":
-                    found[t] = None
     return {t: found.get(t) for t in tables}

@@ -9,6 +9,8 @@ with their geometries (shapely, GIS_SRID) and an STRtree, for one revision token
 (``models.TableRevision``, changed by database triggers on every write). :func:`snapshots` reads the
 tokens of several tables in one query and returns the snapshot of each table that has one and is at
 most ``GISPORTAL_SNAPSHOT_ROWS`` rows (default 20,000), else None (the caller queries the database).
+The map's bbox requests use the same snapshots (no columns) for tables up to
+``GISPORTAL_GEOJSON_INDEX_FEATURES`` rows (``layers.geojson_cache.keyed_in_bbox``).
 Results are returned as row positions in database order, so a filter over a snapshot lists rows in
 the order the same ORM filter would.
 """
@@ -30,13 +32,10 @@ class Snapshot:
     token: int
     fields: tuple[str, ...]
     rows: list            # (pk, *fields) per row, database order
+    pks: np.ndarray       # int64, same order
     geoms: np.ndarray     # shapely geometries, same order
     tree: shapely.STRtree
     bounds: np.ndarray    # (n, 4)
-
-    def column(self, name: str, idx) -> list:
-        j = 1 + self.fields.index(name) if name != "pk" else 0
-        return [self.rows[i][j] for i in idx]
 
     def intersects(self, geom) -> np.ndarray:
         """Positions of the rows whose geometry intersects ``geom`` (ascending = database order)."""
@@ -64,19 +63,11 @@ def _limit() -> int:
     return int(getattr(settings, "GISPORTAL_SNAPSHOT_ROWS", 20_000))
 
 
-def tokens(models_: list, using: str = "default") -> dict:
-    """``{db_table: token or None}`` of several tables, in one query (``layers.revisions``)."""
-    from .revisions import current_tokens
-
-    return current_tokens(models_, using)
-
-
-def _build(model, fields: tuple[str, ...], token, using: str) -> Snapshot | None:
+def _build(model, fields: tuple[str, ...], token, using: str, limit: int) -> Snapshot | None:
     from django.contrib.gis.db.models.functions import AsWKB
 
     from .revisions import token_expression
 
-    limit = _limit()
     tok = token_expression(model, using)
     rows = list(model.objects.using(using).annotate(_wkb=AsWKB("geom"), _revision=tok)
                 .values_list("_revision", "pk", *fields, "_wkb")[:limit + 1])
@@ -85,15 +76,19 @@ def _build(model, fields: tuple[str, ...], token, using: str) -> Snapshot | None
     geoms = shapely.from_wkb([bytes(r[-1]) for r in rows]) if rows else np.empty(0, dtype=object)
     tree = shapely.STRtree(geoms)
     tree.query(shapely.box(0, 0, 0, 0))   # GEOS builds the tree on the first query: here, in one thread
-    return Snapshot(token, tuple(fields), [tuple(r[1:-1]) for r in rows], geoms, tree,
-                    shapely.bounds(geoms).reshape(-1, 4))
+    return Snapshot(token, tuple(fields), [tuple(r[1:-1]) for r in rows],
+                    np.array([r[1] for r in rows], dtype=np.int64), geoms, tree, shapely.bounds(geoms).reshape(-1, 4))
 
 
-def snapshots(specs: dict, using: str = "default") -> dict:
-    """``{model: Snapshot or None}`` for ``specs = {model: (field, ...)}`` (the columns to keep)."""
-    if _limit() <= 0:
+def snapshots(specs: dict, using: str = "default", *, limit: int | None = None) -> dict:
+    """``{model: Snapshot or None}`` for ``specs = {model: (field, ...)}`` (the columns to keep); tables of
+    more than ``limit`` rows (default ``GISPORTAL_SNAPSHOT_ROWS``) get None."""
+    from .revisions import current_tokens
+
+    limit = _limit() if limit is None else int(limit)
+    if limit <= 0:
         return {m: None for m in specs}
-    toks = tokens(list(specs), using)
+    toks = current_tokens(list(specs), using)
     name = str(connections[using].settings_dict.get("NAME"))
     out = {}
     for model, fields in specs.items():
@@ -104,7 +99,7 @@ def snapshots(specs: dict, using: str = "default") -> dict:
         key = (using, name, model._meta.db_table, tuple(fields))
         snap = _snaps.get(key)
         if snap is None or snap.token != token:
-            snap = _build(model, tuple(fields), token, using)
+            snap = _build(model, tuple(fields), token, using, limit)
             with _lock:
                 if snap is None:
                     _snaps.pop(key, None)
