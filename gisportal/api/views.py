@@ -27,7 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_gis.pagination import GeoJsonPagination
 
-from layers import geojson_cache, models, selectors, services, services_decisions, services_review
+from layers import geojson_cache, models, services, services_decisions, services_review
 from layers.registry import LAYERS
 
 from .. import permissions as rules
@@ -129,18 +129,6 @@ def _filtered(kind: str, qs, params):
     if bad:
         raise BadRequest({"ordering": f"不能按 {', '.join(bad)} 排序；可用：{', '.join(sorted(allowed))}"})
     return qs.order_by(*[o.replace("id", "pk") if o.lstrip("-") == "id" else o for o in ordering], "pk")
-
-
-def features(kind: str, rows) -> list[dict]:
-    """GeoJSON features (lon/lat, RFC 7946) from ``(pk, is_sample, wkb, *fields)`` rows, vectorised."""
-    return json.loads(features_json(kind, rows))
-
-
-def features_json(kind: str, rows) -> str:
-    """:func:`features` as JSON text, built without a dict -> JSON round trip per feature (the list view)."""
-    rows = [r if not hasattr(r[2], "wkb") else (r[0], r[1], bytes(r[2].wkb), *r[3:]) for r in rows]
-    # allow_nan=False: the same refusal of NaN/Infinity as DRF's JSONRenderer (STRICT_JSON)
-    return selectors.features_json(LAYERS[kind].fields, rows, allow_nan=False)
 
 
 def _kind(kind: str) -> str:
