@@ -520,9 +520,13 @@ def farthest_distance(region, targets: ArrayLike, *, tol_m: float = 0.5) -> Fart
     its boundary (a site in the gap between two shelters peaks at a Voronoi vertex inside it),
     which is why the interior Voronoi vertices are candidates.
 
-    Speed: only the samples that can be nearest to some point of R' go into the Voronoi diagram
-    (:func:`_relevant_samples`, with its proof); the diagram within R', so C and g on C, is the same as
-    with all of S (up to Qhull's last-bit rounding of the vertex coordinates).
+    Speed: R' is cut into cells (:func:`_relevant_samples`). A cell whose centre c has
+    f(c) + r < L (r its half-diagonal, L = the largest f at a real point of R': its vertices, the
+    centres inside it) cannot hold the maximum, since f is 1-Lipschitz; the candidates in such
+    cells are dropped. Only the samples that can be nearest to some point of R' in the other cells
+    go into the Voronoi diagram (with its proof); the diagram within those cells, so C and g on C
+    there, is the same as with all of S (up to Qhull's last-bit rounding of the vertex coordinates).
+    The maximiser of f among the candidates lies in a kept cell, so the answer is unchanged.
 
     Parameters
     ----------
@@ -582,15 +586,40 @@ def farthest_distance(region, targets: ArrayLike, *, tol_m: float = 0.5) -> Fart
     # only the fine samples that can be nearest to a point of R' (:func:`_relevant_samples`): the
     # Voronoi diagram restricted to R' -- hence every candidate of the proof and g on them -- is unchanged.
     h = 2.0 * tol_m
-    samples = _relevant_samples(rest_poly, tunion, h)
-    return _farthest_on_samples(rest_poly, samples, h, tunion)
+    samples, cells = _relevant_samples(rest_poly, tunion, h, prune=True)
+    return _farthest_on_samples(rest_poly, samples, h, tunion, cells)
 
 
 #: :func:`_relevant_samples`: the bounding box of R' is cut into about this many cells.
 RELEVANT_CELLS = 64
 
 
-def _relevant_samples(rest_poly, tunion, h: float, n_cells: int = RELEVANT_CELLS) -> NDArray[np.float64]:
+#: :func:`_relevant_samples` with ``prune``: cells are halved this many times (where they may hold the maximum).
+PRUNE_LEVELS = 3
+
+
+@dataclass(frozen=True)
+class _Cells:
+    """The boxes of :func:`_relevant_samples` that may hold the maximum of f: centres (k, 2), half sizes."""
+
+    cxy: NDArray[np.float64]
+    hx: float
+    hy: float
+
+    def hold(self, xy: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Whether each point lies in one of the boxes (closed, plus 1e-9 relative for rounding)."""
+        ex = self.hx * (1 + 1e-9) + 1e-9
+        ey = self.hy * (1 + 1e-9) + 1e-9
+        out = np.zeros(len(xy), dtype=bool)
+        for k in range(0, len(self.cxy), 64):  # bounded (n, 64) temporaries
+            c = self.cxy[k:k + 64]
+            out |= ((np.abs(xy[:, None, 0] - c[None, :, 0]) <= ex)
+                    & (np.abs(xy[:, None, 1] - c[None, :, 1]) <= ey)).any(axis=1)
+        return out
+
+
+def _relevant_samples(rest_poly, tunion, h: float, n_cells: int = RELEVANT_CELLS, *, prune: bool = False,
+                      levels: int = PRUNE_LEVELS):
     """The samples S of :func:`_target_samples` (boundary of the targets ``tunion``, spacing <= h) that
     can be the nearest sample to some point of ``rest_poly`` (R'), in their order.
 
@@ -602,6 +631,12 @@ def _relevant_samples(rest_poly, tunion, h: float, n_cells: int = RELEVANT_CELLS
     in every cell is nearest to no point of R'; dropping it leaves the nearest sample of every x in R'
     -- so the Voronoi cells, vertices and edges of S within R' and g on R' -- as they were. A margin of
     1e-6 m (plus 1e-9 relative) covers the rounding of the arithmetic.
+
+    With ``prune``, returns ``(samples, cells)`` for only the cells that may hold the maximum of f over
+    R': a cell with f(c) + r < L, L the largest f at a real point of R' (its vertices, the cell centres
+    inside it), cannot (f <= f(c) + r in it). The kept cells are halved in x and y and pruned again,
+    ``levels`` times (L can only grow); only the samples that can be nearest to a point of R' in the
+    kept cells are returned -- by the same proof, the diagram within them is unchanged.
     """
     x0, y0, x1, y1 = rest_poly.bounds
     w, hh = x1 - x0, y1 - y0
@@ -615,18 +650,36 @@ def _relevant_samples(rest_poly, tunion, h: float, n_cells: int = RELEVANT_CELLS
     cxy = np.column_stack([gx.ravel(), gy.ravel()])
     r = 0.5 * math.hypot(dx, dy)
     fc = shapely.distance(tunion, shapely.points(cxy))
+    cells = None
+    if prune and dx > 0 and dy > 0:
+        lower = float(shapely.distance(tunion, shapely.points(shapely.get_coordinates(rest_poly))).max())
+        hx, hy = dx / 2.0, dy / 2.0
+        for level in range(levels + 1):
+            if level:  # halve the kept cells
+                q = np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]]) * (hx / 2.0, hy / 2.0)
+                cxy = (cxy[:, None, :] + q[None, :, :]).reshape(-1, 2)
+                hx, hy, r = hx / 2.0, hy / 2.0, r / 2.0
+                fc = shapely.distance(tunion, shapely.points(cxy))
+            inside = shapely.contains(rest_poly, shapely.points(cxy))
+            if inside.any():
+                lower = max(lower, float(fc[inside].max()))
+            alive = fc + r + (1e-6 + 1e-9 * (lower + r)) >= lower
+            cxy, fc = cxy[alive], fc[alive]
+        cells = _Cells(cxy, hx, hy)
+        x0, y0 = float(cxy[:, 0].min()) - hx, float(cxy[:, 1].min()) - hy
+        x1, y1 = float(cxy[:, 0].max()) + hx, float(cxy[:, 1].max()) + hy
     top = float(fc.max()) + r + h / 2.0
     eps = 1e-6 + 1e-9 * top
     # a relevant sample is within max f(c) + r + h/2 of the box (cheap first cut, before np.unique)
     b = top + eps
     samples = _target_samples(tunion, h, (x0 - b, y0 - b, x1 + b, y1 + b))
-    if len(samples) <= 8:
-        return samples
-    # the samples within f(c) + 2 r + h/2 of some cell centre c (a k-d tree's ball queries)
-    lists = cKDTree(samples).query_ball_point(cxy, fc + (2.0 * r + h / 2.0 + eps), return_sorted=False)
-    ok = np.zeros(len(samples), dtype=bool)
-    ok[np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64)] = True
-    return samples[ok]
+    if len(samples) > 8:
+        # the samples within f(c) + 2 r + h/2 of some cell centre c (a k-d tree's ball queries)
+        lists = cKDTree(samples).query_ball_point(cxy, fc + (2.0 * r + h / 2.0 + eps), return_sorted=False)
+        ok = np.zeros(len(samples), dtype=bool)
+        ok[np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64)] = True
+        samples = samples[ok]
+    return (samples, cells) if prune else samples
 
 
 def _target_samples(tunion, h: float, box: tuple[float, float, float, float] | None = None
@@ -662,8 +715,9 @@ def _unique_rows(xy: NDArray[np.float64]) -> NDArray[np.float64]:
     return s[new]
 
 
-def _farthest_on_samples(rest_poly, samples: NDArray, h: float, tunion) -> Farthest:
-    """max over the candidates of the proof in :func:`farthest_distance` (g = distance to samples)."""
+def _farthest_on_samples(rest_poly, samples: NDArray, h: float, tunion, cells: _Cells | None = None) -> Farthest:
+    """max over the candidates of the proof in :func:`farthest_distance` (g = distance to samples);
+    only the candidates in ``cells``' kept cells when given."""
     verts = shapely.get_coordinates(rest_poly)
     segs = _ring_segments(rest_poly)
     allxy = np.vstack([samples, verts])
@@ -688,6 +742,10 @@ def _farthest_on_samples(rest_poly, samples: NDArray, h: float, tunion) -> Farth
     rhi = np.maximum(ridges[:, :2], ridges[:, 2:])
     keep = (rhi[:, 0] >= bx0) & (rlo[:, 0] <= bx1) & (rhi[:, 1] >= by0) & (rlo[:, 1] <= by1)
     c = np.vstack([verts, vv[inside], _segment_crossings(segs, ridges[keep])])
+    if cells is not None:
+        held = cells.hold(c)
+        if held.any():  # (always: the vertex or centre giving L is held)
+            c = c[held]
     g, _ = cKDTree(samples).query(c)
     gmax = float(g.max())
     # only candidates whose g is within h/2 of the best can hold the best f (f <= g, f >= g - h/2)

@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import shapely
@@ -77,3 +79,52 @@ def test_relevant_samples_keep_every_nearest_sample(seed):
     # and the public function stays within its tolerance and bracket
     fr = R.farthest_distance(site, targets, tol_m=0.5)
     assert fr.distance_m <= fr.upper_m <= fr.distance_m + 0.5 + 1e-6
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pruned_cells_keep_the_maximum(seed):
+    """``prune=True``: the cells dropped cannot hold the maximum, the kept samples give every point of the
+    kept cells its nearest sample, and the farthest distance equals the one on all the samples."""
+    rng = np.random.default_rng(300 + seed)
+    site, targets = _case(rng)
+    tunion = shapely.union_all(targets)
+    rest = _rest(site, tunion)
+    if rest.is_empty:
+        pytest.skip("site inside the targets")
+    x0, y0, x1, y1 = rest.bounds
+    pts = rng.uniform((x0, y0), (x1, y1), (4000, 2))
+    pts = np.vstack([pts[shapely.contains_xy(rest, pts[:, 0], pts[:, 1])], shapely.get_coordinates(rest)])
+    f = shapely.distance(tunion, shapely.points(pts))
+    for h in (1.0, 4.0):
+        every = R._target_samples(tunion, h)
+        kept, cells = R._relevant_samples(rest, tunion, h, prune=True)
+        assert 0 < len(kept) <= len(every)
+        assert np.isin(kept.view(np.complex128).ravel(), every.view(np.complex128).ravel()).all()
+        held = cells.hold(pts)
+        full = R._farthest_on_samples(rest, every, h, tunion)
+        pruned = R._farthest_on_samples(rest, kept, h, tunion, cells)
+        assert pruned.distance_m == pytest.approx(full.distance_m, abs=1e-7)
+        assert pruned.distance_m <= pruned.upper_m <= full.upper_m + 1e-7
+        # outside the kept cells every point is below the maximum found
+        assert (f[~held] <= pruned.distance_m + 1e-6).all()
+        # inside them the kept samples are the nearest ones
+        d_all, _ = cKDTree(every).query(pts[held])
+        d_kept, _ = cKDTree(kept).query(pts[held])
+        assert np.array_equal(d_all, d_kept)
+
+
+def test_pruning_drops_the_cells_far_from_the_maximum():
+    # a shelter to the west of a 200 m x 150 m site: the farthest points are on its east side
+    site = shapely.box(0, 0, 200, 150)
+    tunion = shapely.box(-400, -50, -300, 200)
+    kept, cells = R._relevant_samples(site, tunion, 1.0, prune=True)
+    assert (cells.cxy[:, 0] > 150).all()  # only cells near the east edge survive
+    every = R._target_samples(tunion, 1.0)
+    assert len(kept) < len(R._relevant_samples(site, tunion, 1.0)) <= len(every)
+    fr = R.farthest_distance(site, [tunion], tol_m=0.5)
+    assert fr.distance_m == pytest.approx(500.0, abs=1e-9)  # the whole east edge is 500 m away
+    assert fr.point_xy[0] == pytest.approx(200.0, abs=1e-9)
+    tunion = shapely.box(-400, 100, -300, 200)  # now the south-east corner is the farthest point
+    fr = R.farthest_distance(site, [tunion], tol_m=0.5)
+    assert fr.distance_m == pytest.approx(math.hypot(500, 100), abs=1e-9)
+    assert fr.point_xy == pytest.approx((200.0, 0.0), abs=1e-9)
