@@ -13,6 +13,7 @@ may *read*; the object rules here narrow that down:
 """
 from __future__ import annotations
 
+from gisportal.auth_backend import ROLE_ATTR, load_roles_and_permissions
 from layers import models
 from layers.registry import layer_get
 
@@ -25,10 +26,10 @@ def user_roles(user) -> frozenset[str]:
     """The role groups of ``user`` (cached on the user object for the request)."""
     if user is None or not user.is_authenticated:
         return frozenset()
-    cached = getattr(user, "_gisportal_roles", None)
-    if cached is None:
-        cached = frozenset(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
-        user._gisportal_roles = cached
+    cached = getattr(user, ROLE_ATTR, None)
+    if cached is None:  # with the permissions, in one query (gisportal.auth_backend)
+        load_roles_and_permissions(user, ROLES)
+        cached = getattr(user, ROLE_ATTR)
     return cached
 
 

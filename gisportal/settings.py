@@ -127,6 +127,9 @@ if DATABASES["default"]["ENGINE"].endswith("spatialite"):
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Django's ModelBackend reading a user's roles and permissions in one query per request.
+AUTHENTICATION_BACKENDS = ["gisportal.auth_backend.ModelBackend"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
