@@ -582,6 +582,8 @@ def farthest_distance(region, targets: ArrayLike, *, tol_m: float = 0.5) -> Fart
     all_points = all(g.geom_type in ("Point", "MultiPoint") for g in t)
     if all_points:
         samples = _unique_rows(shapely.get_coordinates(t)[:, :2])
+        if len(samples) <= FEW_POINTS:
+            return _farthest_few_points(rest_poly, samples)
         return _farthest_on_samples(rest_poly, samples, 0.0, tunion)
     # only the fine samples that can be nearest to a point of R' (:func:`_relevant_samples`): the
     # Voronoi diagram restricted to R' -- hence every candidate of the proof and g on them -- is unchanged.
@@ -713,6 +715,60 @@ def _unique_rows(xy: NDArray[np.float64]) -> NDArray[np.float64]:
     new = np.ones(len(s), dtype=bool)
     new[1:] = (s[1:, 0] != s[:-1, 0]) | (s[1:, 1] != s[:-1, 1])
     return s[new]
+
+
+#: :func:`farthest_distance`: up to this many point targets go to :func:`_farthest_few_points` (no Qhull).
+FEW_POINTS = 12
+
+
+def _farthest_few_points(rest_poly, pts: NDArray[np.float64]) -> Farthest:
+    """max over the polygon ``rest_poly`` of the distance to the nearest of a few distinct points ``pts``.
+
+    The candidates of :func:`farthest_distance`'s proof (h = 0) are vertices of the region, Voronoi
+    vertices inside it and crossings of Voronoi edges with its boundary. Every Voronoi vertex is the
+    circumcentre of three of the points and every Voronoi edge lies on the bisector of two, so the
+    region's vertices, the circumcentres of all triples inside it and the crossings of all bisectors
+    with its boundary are a superset -- of real points of the region, so its maximum is the same. For a
+    handful of points this is cheaper than a Qhull diagram (about 0.1 instead of 0.5 ms).
+    """
+    verts = shapely.get_coordinates(rest_poly)
+    segs = _ring_segments(rest_poly)
+    n = len(pts)
+    cands = [verts]
+    o = pts.mean(axis=0)  # circumcentres and bisectors in local coordinates (less cancellation)
+    q = pts - o
+    if n >= 3:
+        i, j, k = np.array(list(itertools.combinations(range(n), 3)), dtype=np.intp).T
+        a, b, c = q[i], q[j], q[k]
+        d = 2.0 * (a[:, 0] * (b[:, 1] - c[:, 1]) + b[:, 0] * (c[:, 1] - a[:, 1]) + c[:, 0] * (a[:, 1] - b[:, 1]))
+        ok = d != 0.0  # collinear triples have no circumcentre
+        a2, b2, c2 = (a * a).sum(axis=1), (b * b).sum(axis=1), (c * c).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ux = (a2 * (b[:, 1] - c[:, 1]) + b2 * (c[:, 1] - a[:, 1]) + c2 * (a[:, 1] - b[:, 1])) / d
+            uy = (a2 * (c[:, 0] - b[:, 0]) + b2 * (a[:, 0] - c[:, 0]) + c2 * (b[:, 0] - a[:, 0])) / d
+        cc = np.column_stack([ux, uy])[ok] + o
+        bx0, by0, bx1, by1 = rest_poly.bounds
+        cc = cc[(cc[:, 0] >= bx0) & (cc[:, 0] <= bx1) & (cc[:, 1] >= by0) & (cc[:, 1] <= by1)]
+        if len(cc):
+            shapely.prepare(rest_poly)
+            cands.append(cc[shapely.contains(rest_poly, shapely.points(cc))])
+    if n >= 2 and len(segs):
+        i, j = np.array(list(itertools.combinations(range(n), 2)), dtype=np.intp).T
+        m = (q[i] + q[j]) / 2.0  # the bisector of i, j: points x with (x - m) . v = 0
+        v = q[j] - q[i]
+        a = segs[:, :2] - o
+        dseg = segs[:, 2:] - segs[:, :2]
+        den = dseg @ v.T  # (segments, pairs)
+        num = (m * v).sum(axis=1)[None, :] - a @ v.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tt = num / den
+        si, pi = np.nonzero((den != 0.0) & (tt >= 0.0) & (tt <= 1.0))
+        cands.append(segs[si, :2] + tt[si, pi, None] * dseg[si])
+    c = np.vstack(cands)
+    diff = c[:, None, :] - pts[None, :, :]
+    g = np.sqrt(diff[..., 0] * diff[..., 0] + diff[..., 1] * diff[..., 1]).min(axis=1)
+    kk = int(np.argmax(g))
+    return Farthest(float(g[kk]), float(g[kk]), (float(c[kk, 0]), float(c[kk, 1])))
 
 
 def _farthest_on_samples(rest_poly, samples: NDArray, h: float, tunion, cells: _Cells | None = None) -> Farthest:

@@ -128,3 +128,27 @@ def test_pruning_drops_the_cells_far_from_the_maximum():
     fr = R.farthest_distance(site, [tunion], tol_m=0.5)
     assert fr.distance_m == pytest.approx(math.hypot(500, 100), abs=1e-9)
     assert fr.point_xy == pytest.approx((200.0, 0.0), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_few_points_without_qhull_match_the_voronoi_candidates(seed):
+    """Point targets (up to FEW_POINTS): all circumcentres and bisector crossings instead of a Qhull
+    diagram give the same maximum, at a real point of the region; checked on a dense sample too."""
+    rng = np.random.default_rng(700 + seed)
+    site, _ = _case(rng)
+    n = int(rng.integers(1, R.FEW_POINTS + 1))
+    pts = R._unique_rows(rng.uniform(-400, 900, (n, 2)))
+    if seed % 5 == 0:  # collinear and cocircular points, and points inside the site
+        pts = R._unique_rows(np.vstack([pts, [[0, 0], [100, 100], [200, 200]],
+                                        150 + 80 * np.column_stack([np.cos([0, 1, 2, 3]), np.sin([0, 1, 2, 3])])]))
+    rest = _rest(site, shapely.union_all(shapely.points(pts)))
+    a = R._farthest_few_points(rest, pts)
+    b = R._farthest_on_samples(rest, pts, 0.0, shapely.union_all(shapely.points(pts)))
+    assert a.distance_m == pytest.approx(b.distance_m, rel=1e-12, abs=1e-8)
+    assert a.upper_m == a.distance_m
+    assert rest.buffer(1e-6).contains(shapely.Point(a.point_xy))
+    assert cKDTree(pts).query(a.point_xy)[0] == pytest.approx(a.distance_m, abs=1e-8)
+    x0, y0, x1, y1 = rest.bounds
+    xy = rng.uniform((x0, y0), (x1, y1), (5000, 2))
+    xy = np.vstack([xy[shapely.contains_xy(rest, xy[:, 0], xy[:, 1])], shapely.get_coordinates(rest)])
+    assert cKDTree(pts).query(xy)[0].max() <= a.distance_m + 1e-7
