@@ -34,7 +34,12 @@ mat-vecs only): its bound is always available, even when HiGHS cannot finish the
 multipliers drive a greedy on Lagrangian costs (a better incumbent) and reduced-cost fixing
 against the incumbent; HiGHS then gets what is left with ``sum x <= UB - 1``, so it searches only
 for improvements. MCLP gives HiGHS the incumbent as a cutoff (``w.y >= incumbent``) after LP
-reduced-cost fixing, with iterated swaps first on large instances.
+reduced-cost fixing, with iterated swaps first on large instances. Above 600,000 reduced
+non-zeros (where HiGHS does not finish the whole LP in time) the MCLP LP bound comes from column
+generation (small restricted LPs priced by their multipliers; every iterate's Lagrangian value is
+a proven bound, so it can stop at any time), whose multipliers then drive Lagrangian
+reduced-cost fixing: candidates in no improving solution go, candidates in every one are fixed
+in, and when what is left is small enough it is solved like a small instance.
 
 When the reduced LSCP is too large for HiGHS (the whole demo city at 500 m: 39,223 x 13,401, an
 LP bound near 813 against covers above 1,050, a gap no LP-based search closes in a minute), the
@@ -715,25 +720,30 @@ def _greedy_max_cover(A: sp.csr_array, w: NDArray[np.float64], p: int) -> NDArra
 
 
 def _swap_search(
-    A: sp.csr_array, w: NDArray[np.float64], chosen: NDArray[np.intp], deadline: float, max_iter: int = 500
+    A: sp.csr_array, w: NDArray[np.float64], chosen: NDArray[np.intp], deadline: float, max_iter: int = 500,
+    Ac: sp.csc_array | None = None,
 ) -> NDArray[np.intp]:
-    """Best-improvement 1-for-1 swaps (Teitz & Bart 1968) for MCLP until no swap helps."""
+    """Best-improvement 1-for-1 swaps (Teitz & Bart 1968) for MCLP until no swap helps.
+
+    ``Ac``: A as csc, when the caller already has it (repeated calls).
+    """
     m, q = A.shape
     S = chosen.copy()
     if S.size == 0 or S.size >= q:
         return S
-    Ac = A.tocsc()
+    Ac = A.tocsc() if Ac is None else Ac
     c = np.asarray(Ac[:, S].sum(axis=1)).reshape(-1).astype(np.int64)
     total = float(w.sum())
     for _ in range(max_iter):
         if time.perf_counter() > deadline:
             break
         gain = np.asarray(A.T @ (w * (c == 0)), dtype=np.float64).reshape(-1)
-        one = w * (c == 1)
-        AS = Ac[:, S]
-        loss = np.asarray(AS.T @ one, dtype=np.float64).reshape(-1)
+        r1 = np.flatnonzero(c == 1)  # rows covered exactly once: only they can be lost
+        A1 = A[r1]
+        AS = A1[:, S]
+        loss = np.asarray(AS.T @ w[r1], dtype=np.float64).reshape(-1)
         # M[a, k]: weight covered only by S[a] that candidate k also covers.
-        M = (AS.T.multiply(one[None, :])).tocsr() @ A
+        M = (AS.T.multiply(w[r1][None, :])).tocsr() @ A1
         delta = np.asarray(M.toarray(), dtype=np.float64) + gain[None, :] - loss[:, None]
         delta[:, S] = -np.inf
         a, k = np.unravel_index(int(np.argmax(delta)), delta.shape)
@@ -1110,6 +1120,7 @@ def _prepare(A, pop, existing, problem, reduce, capacity=None):
 
 
 _MCLP_LP_MAX_NNZ = 600_000  # MCLP: above this (reduced) the LP / MILP does not finish in time
+_MCLP_FIXED_MAX_NNZ = _MCLP_LP_MAX_NNZ  # MCLP: LP / MILP on the instance left after fixing up to this
 _MILP_MAX_NNZ = 400_000  # above this (after fixing) HiGHS does not finish the root LP in time
 
 
@@ -1493,7 +1504,17 @@ def _mclp_reduced(
     lp_bound: bool = True,
 ) -> tuple[NDArray[np.intp], float, float, str, str, str]:
     """Solve MCLP on a reduced instance: (reduced columns, value, bound, status, method, msg)."""
-    R, wr = red.A, red.pop
+    return _mclp_solve(red.A, red.pop, p, deadline, mip_rel_gap, exact, lp_bound)
+
+
+def _mclp_solve(
+    R: sp.csr_array, wr: NDArray[np.float64], p: int, deadline: float, mip_rel_gap: float,
+    exact: bool, lp_bound: bool = True, start: NDArray[np.intp] | None = None, depth: int = 0,
+) -> tuple[NDArray[np.intp], float, float, str, str, str]:
+    """MCLP on (R, wr): (columns, value, bound, status, method, msg); ``start``: a known solution.
+
+    ``depth`` 1 marks an instance left after Lagrangian fixing (never treated as large again).
+    """
     m, q = R.shape
     total = float(wr.sum())
     if m == 0 or p <= 0:
@@ -1504,14 +1525,19 @@ def _mclp_reduced(
     tol = 1e-9 * max(total, 1.0)
     heur = _swap_search(R, wr, _greedy_max_cover(R, wr, p), deadline)
     hval = _covered_weight(R, wr, heur)
+    if start is not None and start.size:
+        start = np.unique(np.asarray(start, dtype=np.intp))[:p]
+        sval = _covered_weight(R, wr, start)
+        if sval > hval:
+            heur, hval = start, sval
     if hval >= total - tol:
         return heur, hval, hval, "optimal", "heuristic", "every coverable point covered"
     bound, msg = total, "greedy + swaps"
     x_lp = rc_lp = lp = None
-    big = R.nnz > _MCLP_LP_MAX_NNZ
+    big = depth == 0 and R.nnz > _MCLP_LP_MAX_NNZ  # a fixed instance (depth 1) never is
     if lp_bound or exact:  # Lagrangian bound first: sparse mat-vecs, always available
         now = time.perf_counter()
-        lag, lag_cols = _lagrangian_mclp(R, wr, p, hval, now + (0.3 if big else 0.1) * (deadline - now))
+        lag, lag_cols = _lagrangian_mclp(R, wr, p, hval, now + (0.05 if big else 0.1) * (deadline - now))
         bound = min(bound, lag)
         msg += f"; Lagrangian bound {lag:,.0f}"
         alt = _swap_search(R, wr, lag_cols, deadline)
@@ -1533,7 +1559,40 @@ def _mclp_reduced(
     if not exact:
         return heur, hval, max(bound, hval), "heuristic", "heuristic", msg
     best, val, method = heur, hval, "heuristic"
-    if big:  # HiGHS does not finish this LP in time: iterated swaps for the rest
+    if big:  # HiGHS does not finish this LP in time: column generation, fixing, then the rest
+        At = sp.csr_array(R.T).astype(np.float64)
+        col_w = np.asarray(At @ wr).reshape(-1)
+        cg_start = np.union1d(np.argsort(-col_w, kind="stable")[: 4 * p], np.union1d(best, lag_cols))
+        now = time.perf_counter()
+        cg, lam, x_cg, done = _mclp_lp_colgen(R, wr, p, now + 0.5 * (deadline - now), cg_start, At)
+        if lam is not None and cg < bound:
+            bound = cg
+            msg += f"; LP bound {cg:,.0f} by column generation" + ("" if done else " (stopped early)")
+        if x_cg is not None:  # LP rounding (the p largest x), then swaps
+            alt = _swap_search(R, wr, np.argsort(-x_cg, kind="stable")[:p], deadline)
+            aval = _covered_weight(R, wr, alt)
+            if aval > val + tol:
+                best, val, msg = alt, aval, msg + "; LP rounding + swaps"
+        if _gap(val, bound) <= mip_rel_gap:
+            return best, val, max(bound, val), "optimal", method, msg
+        if lam is not None and depth == 0:
+            _, drop, force = _mclp_lagrangian_fixing(At, wr, lam, p, val, tol)
+            B, wB, cols, forced, const = _mclp_fixed_instance(R, wr, drop, force)
+            msg += f"; fixing: {int(drop.sum())} out, {forced.size} in, {B.shape[0]:,} x {B.shape[1]} left"
+            if B.nnz <= _MCLP_FIXED_MAX_NNZ and forced.size <= p:
+                # Every optimal solution is ``forced`` + an optimal solution of B (see
+                # _mclp_lagrangian_fixing), so const + B's bound bounds the whole instance.
+                pos = np.searchsorted(cols, best)
+                ok = (pos < cols.size) & (cols[np.minimum(pos, cols.size - 1)] == best)
+                selB, vB, bB, stB, methB, msgB = _mclp_solve(
+                    B, wB, p - forced.size, deadline, mip_rel_gap, True, start=pos[ok], depth=1)
+                cand = np.union1d(forced, cols[selB])
+                cval = _covered_weight(R, wr, cand)
+                if cval > val + tol:
+                    best, val, method = cand, cval, methB
+                bound = max(min(bound, const + bB), val)
+                status = "optimal" if _gap(val, bound) <= mip_rel_gap else "time_limit"
+                return best, val, bound, status, method, msg + "; fixed instance: " + msgB
         alt, aval = _iterated_swaps(R, wr, best, val, deadline)
         if aval > val + tol:
             best, val, msg = alt, aval, msg + "; iterated swaps"
@@ -1624,6 +1683,153 @@ def _lagrangian_mclp(
     return max(best, lb), np.asarray(best_cols, dtype=np.intp)
 
 
+
+def _mclp_lagrangian_value(At: sp.csr_array, w: NDArray[np.float64], lam: NDArray[np.float64], p: int
+                           ) -> tuple[float, NDArray[np.float64], NDArray[np.intp]]:
+    """``L(lam) = sum(w - lam) + (sum of the p largest s_j)``, ``s = A^T lam``; also s and the top p.
+
+    For ``0 <= lam <= w`` and every feasible ``(x, y)`` (x binary, at most p ones, ``y_i <= 1``,
+    ``y_i <= sum_j A_ij x_j``): ``w.y <= w.y + lam.(A x - y) = (w - lam).y + s.x <= L(lam)``.
+    """
+    lam = np.clip(lam, 0.0, w)
+    s = np.asarray(At @ lam, dtype=np.float64).reshape(-1)
+    q = s.size
+    top = np.argsort(-s, kind="stable")[: min(p, q)]
+    return float((w - lam).sum() + s[top].sum()), s, top
+
+
+def _mclp_lagrangian_fixing(
+    At: sp.csr_array, w: NDArray[np.float64], lam: NDArray[np.float64], p: int, incumbent: float,
+    tol: float,
+) -> tuple[float, NDArray[np.bool_], NDArray[np.bool_]]:
+    """Lagrangian reduced-cost fixing for MCLP: ``(L, drop, force)`` masks over the columns.
+
+    Let ``T`` be the p columns with the largest ``s_j`` (``s = A^T lam``, ``0 <= lam <= w``),
+    ``s_(p)`` the smallest s in T and ``s_(p+1)`` the largest outside it. By the Lagrangian bound
+    (see :func:`_mclp_lagrangian_value`) a solution S is worth at most
+    ``sum(w - lam) + sum_{j in S} s_j`` (s >= 0, so fewer than p sites never helps the bound):
+
+    - a solution containing ``j`` not in T: at most ``L - s_(p) + s_j`` (j plus the best p - 1
+      others, which are T minus its smallest);
+    - a solution without ``j`` in T: at most ``L - s_j + s_(p+1)``.
+
+    ``incumbent`` is the value of an actual solution, so it is <= the optimum. When the first
+    bound is below ``incumbent - tol``, no optimal solution contains j (``drop``); when the second
+    is, every optimal solution contains j (``force``). Fixing both at once therefore keeps every
+    optimal solution, and the optimum of the fixed instance equals the unfixed one's.
+    """
+    L, s, top = _mclp_lagrangian_value(At, w, lam, p)
+    q = s.size
+    drop = np.zeros(q, dtype=bool)
+    force = np.zeros(q, dtype=bool)
+    if q <= p:  # every column fits: nothing to decide
+        return L, drop, force
+    in_top = np.zeros(q, dtype=bool)
+    in_top[top] = True
+    s_p = float(s[top].min())
+    s_p1 = float(s[~in_top].max())
+    drop = ~in_top & (L - s_p + s < incumbent - tol)
+    force = in_top & (L - s + s_p1 < incumbent - tol)
+    return L, drop, force
+
+
+def _mclp_fixed_instance(
+    R: sp.csr_array, w: NDArray[np.float64], drop: NDArray[np.bool_], force: NDArray[np.bool_],
+) -> tuple[sp.csr_array, NDArray[np.float64], NDArray[np.intp], NDArray[np.intp], float]:
+    """The MCLP left after fixing: ``(B, wB, cols, forced, const)``.
+
+    Rows covered by a forced column are covered (their weight goes to ``const``); rows that no
+    remaining column covers are lost (y = 0); identical rows are merged (weights summed).
+    ``B`` has the columns ``cols`` of R (neither dropped nor forced) and p - ``forced.size`` sites
+    are left to choose; a solution S of B is worth ``const + (weight of B's rows S covers)`` on R.
+    """
+    forced = np.flatnonzero(force)
+    cols = np.flatnonzero(~drop & ~force)
+    if forced.size:
+        hit = np.asarray(R[:, forced].sum(axis=1)).reshape(-1) > 0
+    else:
+        hit = np.zeros(R.shape[0], dtype=bool)
+    const = float(w[hit].sum())
+    sub = sp.csr_array(R[np.flatnonzero(~hit)][:, cols])
+    ws = w[~hit]
+    live = np.flatnonzero(np.diff(sub.indptr) > 0)
+    sub, ws = sp.csr_array(sub[live]), ws[live]
+    first, inv = _merge_identical_rows(sub)
+    wB = np.bincount(inv, weights=ws, minlength=first.size) if first.size else np.zeros(0)
+    B = sp.csr_array(sub[first]) if first.size else sp.csr_array((0, cols.size), dtype=R.dtype)
+    B.sort_indices()
+    return B, np.asarray(wB, dtype=np.float64), cols, forced, const
+
+
+def _mclp_restricted_lp(R: sp.csr_array, w: NDArray[np.float64], p: int, C: NDArray[np.intp],
+                        time_limit_s: float):
+    """LP of MCLP on the columns C only: (value, multipliers lam over all rows of R, x on C).
+
+    Identical rows (on C) are merged for the LP and their multiplier split in proportion to w;
+    rows no column of C covers get ``lam_i = w_i``. Any ``0 <= lam <= w`` gives a valid bound
+    through :func:`_mclp_lagrangian_value`, so nothing here needs to be exact.
+    """
+    sub = sp.csr_array(R[:, C])
+    rows = np.flatnonzero(np.diff(sub.indptr) > 0)
+    lam = w.copy()
+    if rows.size == 0:
+        return 0.0, lam, np.zeros(C.size)
+    sub = sp.csr_array(sub[rows])
+    first, inv = _merge_identical_rows(sub)
+    W = np.bincount(inv, weights=w[rows], minlength=first.size)
+    B = sp.csr_array(sub[first])
+    m, q = B.shape
+    G = sp.vstack([sp.hstack([-B.astype(np.float64), sp.eye_array(m, format="csr")], format="csr"),
+                   sp.csr_array(np.concatenate([np.ones(q), np.zeros(m)])[None, :])], format="csr")
+    res = linprog(np.concatenate([np.zeros(q), -W]), A_ub=G, b_ub=np.concatenate([np.zeros(m), [p]]),
+                  bounds=(0, 1), method="highs-ipm", options={"time_limit": max(time_limit_s, 0.05)})
+    if res.status != 0 or res.x is None or getattr(res, "ineqlin", None) is None:
+        return None, None, None
+    lamB = np.clip(-np.asarray(res.ineqlin.marginals[:m], dtype=np.float64), 0.0, W)
+    share = np.divide(w[rows], W[inv], out=np.zeros(rows.size), where=W[inv] > 0)
+    lam[rows] = lamB[inv] * share
+    return float(-res.fun), np.clip(lam, 0.0, w), np.asarray(res.x[:q])
+
+
+def _mclp_lp_colgen(
+    R: sp.csr_array, w: NDArray[np.float64], p: int, deadline: float, start: NDArray[np.intp],
+    At: sp.csr_array | None = None,
+) -> tuple[float, NDArray[np.float64] | None, NDArray[np.float64] | None, bool]:
+    """LP bound of MCLP by column generation: ``(bound, lam, x, converged)``.
+
+    Solves the LP on a few columns (``start``), prices every column with the restricted LP's
+    multipliers (``s = A^T lam``) and adds the columns outside whose ``s_j`` reaches the p-th
+    largest, until ``L(lam)`` equals the restricted LP's value (then both equal the full LP's
+    optimum, which lies between them). Every iterate's ``L(lam)`` is a
+    proven bound (:func:`_mclp_lagrangian_value`), so stopping early is safe: the least is
+    returned with its multipliers, and ``x`` (on all columns) is the last restricted LP's.
+    """
+    m, q = R.shape
+    At = sp.csr_array(R.T).astype(np.float64) if At is None else At
+    C = np.unique(np.asarray(start, dtype=np.intp))
+    best, best_lam, x_full, done = np.inf, None, None, False
+    while time.perf_counter() < deadline:
+        val, lam, x = _mclp_restricted_lp(R, w, p, C, deadline - time.perf_counter())
+        if val is None:
+            break
+        L, s, top = _mclp_lagrangian_value(At, w, lam, p)
+        if L < best:
+            best, best_lam = L, lam
+        x_full = np.zeros(q)
+        x_full[C] = x
+        if L <= val + 1e-9 * max(val, 1.0):  # restricted LP <= full LP <= L(lam): all equal
+            done = True
+            break
+        s_p = float(s[top].min()) if top.size else 0.0
+        out = np.setdiff1d(np.arange(q), C)
+        viol = out[s[out] >= s_p]  # among the top p, or tied with them
+        if viol.size == 0:  # only round-off left between the restricted LP and L(lam)
+            break
+        add = viol[np.argsort(-s[viol], kind="stable")[: max(2 * p, C.size // 2)]]
+        C = np.union1d(C, add)
+    return best, best_lam, x_full, done
+
+
 def _iterated_swaps(A: sp.csr_array, w: NDArray[np.float64], S: NDArray[np.intp], val: float,
                     deadline: float, seed: int = 0) -> tuple[NDArray[np.intp], float]:
     """Perturb the best solution (a few random swaps), re-run swaps, keep improvements."""
@@ -1634,13 +1840,14 @@ def _iterated_swaps(A: sp.csr_array, w: NDArray[np.float64], S: NDArray[np.intp]
         return S, val
     best, best_val = S.copy(), val
     tol = 1e-9 * max(float(w.sum()), 1.0)
+    Ac = A.tocsc()  # once, not per swap search
     while time.perf_counter() < deadline:
         cand = best.copy()
         k = int(rng.integers(1, max(2, min(p, 5)) + 1))
         out = rng.choice(p, size=min(k, p), replace=False)
         pool = np.setdiff1d(np.arange(q), cand)
         cand[out] = rng.choice(pool, size=out.size, replace=False)
-        cand = _swap_search(A, w, cand, deadline)
+        cand = _swap_search(A, w, cand, deadline, Ac=Ac)
         v = _covered_weight(A, w, cand)
         if v > best_val + tol:
             best, best_val = cand, v

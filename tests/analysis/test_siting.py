@@ -681,3 +681,125 @@ def test_two_for_one_and_large_instance_path_against_brute_force(seed):
     sel, lb, st, _, _ = siting._lscp_reduced(R, time.perf_counter() + 2.0, 1e-6, milp_max_nnz=0)
     assert lb <= opt <= sel.size and (R[:, sel].sum(axis=1) >= 1).all()
     assert st == ("optimal" if lb == sel.size else "time_limit")
+
+
+# ---------------------------------------------------------------- MCLP: Lagrangian fixing, column generation
+def bf_mclp_optimal_sets(D, pop, p):
+    """Value and every optimal subset of min(p, q) columns (D dense bool, no existing coverage)."""
+    q = D.shape[1]
+    vals = {S: float(pop[D[:, list(S)].any(axis=1)].sum()) for S in subsets(q, min(p, q))}
+    best = max(vals.values())
+    return best, [set(S) for S, v in vals.items() if v >= best - 1e-9]
+
+
+def test_mclp_lagrangian_fixing_hand_checked():
+    # Three disjoint candidates covering 10, 5 and 1 people, p = 1, lam = w: s = (10, 5, 1), L = 10.
+    A = sp.csr_array(np.eye(3, dtype=np.int8))
+    w = np.array([10.0, 5.0, 1.0])
+    At = sp.csr_array(A.T).astype(np.float64)
+    L, s, top = siting._mclp_lagrangian_value(At, w, w, 1)
+    assert L == 10.0 and s.tolist() == [10.0, 5.0, 1.0] and top.tolist() == [0]
+    # Incumbent 10: forcing 1 bounds at 10 - 10 + 5 = 5, forcing 2 at 1; leaving 0 out at 10 - 10 + 5.
+    L, drop, force = siting._mclp_lagrangian_fixing(At, w, w, 1, 10.0, 1e-9)
+    assert drop.tolist() == [False, True, True] and force.tolist() == [True, False, False]
+    B, wB, cols, forced, const = siting._mclp_fixed_instance(A, w, drop, force)
+    assert B.shape == (0, 0) and forced.tolist() == [0] and const == 10.0
+    # Incumbent 5 (site 1 alone): only site 2 (bound 1 < 5) goes; 5 < 5 is false, nothing forced.
+    _, drop, force = siting._mclp_lagrangian_fixing(At, w, w, 1, 5.0, 1e-9)
+    assert drop.tolist() == [False, False, True] and not force.any()
+    B, wB, cols, forced, const = siting._mclp_fixed_instance(A, w, drop, force)
+    assert cols.tolist() == [0, 1] and forced.size == 0 and const == 0.0  # rows may come merged in any order
+    assert sorted(zip(map(tuple, B.toarray().tolist()), wB.tolist())) == [((0, 1), 5.0), ((1, 0), 10.0)]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_mclp_lagrangian_fixing_keeps_every_optimal_solution(seed):
+    A, pop, _ = random_instance(seed, n_max=16, q_max=9, density=0.3)
+    pop = pop + 1.0
+    rng = np.random.default_rng(1000 + seed)
+    p = 1 + seed % 3
+    D = A.toarray().astype(bool)
+    opt, opt_sets = bf_mclp_optimal_sets(D, pop, p)
+    At = sp.csr_array(A.T).astype(np.float64)
+    # Multipliers: the LP's (tight: the most fixing) and random ones in [0, w]; incumbents: the
+    # optimum itself and a worse solution's value.
+    _, lam_lp, _ = siting._mclp_restricted_lp(A, pop, p, np.arange(A.shape[1]), 10.0)
+    greedy = siting._covered_weight(A, pop, siting._greedy_max_cover(A, pop, p))
+    n_fixed = 0
+    for lam in (lam_lp, rng.random(pop.size) * pop, pop.copy()):
+        L, _, _ = siting._mclp_lagrangian_value(At, pop, lam, p)
+        assert L >= opt - 1e-9  # every multiplier vector in [0, w] gives a bound
+        for inc in (opt, greedy):
+            _, drop, force = siting._mclp_lagrangian_fixing(At, pop, lam, p, inc, 1e-9)
+            assert not (drop & force).any()
+            for S in opt_sets:  # a dropped column is in no optimal solution, a forced one in all
+                assert not (set(np.flatnonzero(drop)) & S)
+                assert set(np.flatnonzero(force)) <= S
+            B, wB, cols, forced, const = siting._mclp_fixed_instance(A, pop, drop, force)
+            left = p - forced.size
+            sub = bf_mclp(B, wB, left, np.zeros(B.shape[0], bool)) if B.shape[0] and left > 0 else 0.0
+            assert const + sub == pytest.approx(opt)
+            n_fixed += int(drop.sum() + force.sum())
+    if seed == 0:
+        assert n_fixed > 0  # the test exercises fixing at all
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_mclp_column_generation_reaches_the_lp_bound(seed):
+    A, pop, _ = random_instance(seed, n_max=16, q_max=9, density=0.3)
+    red = siting.reduce_instance(A, pop, problem="mclp")
+    R, w = red.A, red.pop
+    p = 1 + seed % 3
+    if R.shape[0] == 0 or R.shape[1] <= p:
+        return
+    opt = bf_mclp(R, w, p, np.zeros(R.shape[0], bool))
+    lp, _, _ = siting._mclp_lp_full(R, w, p, 10.0)
+    bound, lam, x, done = siting._mclp_lp_colgen(R, w, p, time.perf_counter() + 10.0, np.array([0]))
+    assert done and bound == pytest.approx(lp, abs=1e-6) and bound >= opt - 1e-9
+    assert np.all(lam >= 0) and np.all(lam <= w + 1e-12) and x.sum() <= p + 1e-6
+    # stopped before it starts: no bound claimed
+    bound, lam, x, done = siting._mclp_lp_colgen(R, w, p, time.perf_counter() - 1.0, np.array([0]))
+    assert not done and lam is None and bound == np.inf
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_mclp_large_instance_path_with_fixing_matches_brute_force(seed, monkeypatch):
+    A, pop, existing = random_instance(seed, n_max=18, q_max=10, density=0.3)
+    p = 1 + seed % 3
+    opt = bf_mclp(A, pop, p, existing)
+    # Every instance counts as "large" (column generation, fixing), the fixed one gets the MILP.
+    monkeypatch.setattr(siting, "_MCLP_LP_MAX_NNZ", 0)
+    monkeypatch.setattr(siting, "_MCLP_FIXED_MAX_NNZ", 10**9)
+    res = siting.mclp(A, pop, p, existing, time_limit_s=5.0)
+    assert res.objective == pytest.approx(opt) and res.bound >= opt - 1e-9 and res.status == "optimal"
+    # ... and when the fixed instance is too large too: iterated swaps, still an honest bound
+    monkeypatch.setattr(siting, "_MCLP_FIXED_MAX_NNZ", -1)
+    res = siting.mclp(A, pop, p, existing, time_limit_s=0.3)
+    assert res.objective <= opt + 1e-9 <= res.bound + 2e-9 and res.gap >= 0
+
+
+def test_mclp_fixing_on_a_city_instance_keeps_the_optimum():
+    # 900 demand points, 60 candidates, r = 300 m: the fixed instance's optimum (HiGHS) + the forced
+    # sites' coverage equals the whole instance's optimum (HiGHS), and fixing removes something.
+    rng = np.random.default_rng(7)
+    xy = rng.uniform(0, 3000, size=(900, 2))
+    sites = rng.uniform(0, 3000, size=(60, 2))
+    pop = rng.integers(1, 50, size=900).astype(float)
+    lists = cKDTree(sites).query_ball_point(xy, 300.0)
+    rows = np.repeat(np.arange(900), [len(x) for x in lists])
+    A = sp.csr_array((np.ones(rows.size, np.int8), (rows, np.concatenate([x for x in lists if x] or [[]]).astype(int))),
+                     shape=(900, 60))
+    red = siting.reduce_instance(A, pop, problem="mclp")
+    R, w = red.A, red.pop
+    p = 6
+    full = siting._mclp_solve(R, w, p, time.perf_counter() + 20, 1e-9, True)
+    assert full[3] == "optimal"
+    At = sp.csr_array(R.T).astype(np.float64)
+    _, lam, _ = siting._mclp_restricted_lp(R, w, p, np.arange(R.shape[1]), 10.0)
+    heur = siting._covered_weight(R, w, siting._greedy_max_cover(R, w, p))
+    _, drop, force = siting._mclp_lagrangian_fixing(At, w, lam, p, heur, 1e-9)
+    assert drop.sum() + force.sum() > 0
+    B, wB, cols, forced, const = siting._mclp_fixed_instance(R, w, drop, force)
+    sub = siting._mclp_solve(B, wB, p - forced.size, time.perf_counter() + 20, 1e-9, True)
+    assert sub[3] == "optimal" and const + sub[1] == pytest.approx(full[1])
+    assert siting._covered_weight(R, w, np.union1d(forced, cols[sub[0]])) == pytest.approx(full[1])
