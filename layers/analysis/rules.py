@@ -666,7 +666,8 @@ def _relevant_samples(rest_poly, tunion, h: float, n_cells: int = RELEVANT_CELLS
             if inside.any():
                 lower = max(lower, float(fc[inside].max()))
             alive = fc + r + (1e-6 + 1e-9 * (lower + r)) >= lower
-            cxy, fc = cxy[alive], fc[alive]
+            if alive.any():  # (always: the point giving L lies in a cell that stays)
+                cxy, fc = cxy[alive], fc[alive]
         cells = _Cells(cxy, hx, hy)
         x0, y0 = float(cxy[:, 0].min()) - hx, float(cxy[:, 1].min()) - hy
         x1, y1 = float(cxy[:, 0].max()) + hx, float(cxy[:, 1].max()) + hy
