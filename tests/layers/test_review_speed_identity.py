@@ -49,14 +49,27 @@ def _rest(site, tunion):
     return shapely.union_all([p for p in shapely.get_parts(rest) if p.geom_type == "Polygon"])
 
 
-@pytest.mark.parametrize("seed", range(15))
-def test_relevant_samples_keep_every_nearest_sample(seed):
-    rng = np.random.default_rng(100 + seed)
+def _rest_case(seed):
+    """A random site and targets, the targets' union and R' (skips when the site lies inside the targets)."""
+    rng = np.random.default_rng(seed)
     site, targets = _case(rng)
     tunion = shapely.union_all(targets)
     rest = _rest(site, tunion)
     if rest.is_empty:
         pytest.skip("site inside the targets")
+    return rng, site, targets, tunion, rest
+
+
+def _points_in(rest, rng, n):
+    """n random points of R' (those that fall inside it) and its vertices."""
+    x0, y0, x1, y1 = rest.bounds
+    pts = rng.uniform((x0, y0), (x1, y1), (n, 2))
+    return np.vstack([pts[shapely.contains_xy(rest, pts[:, 0], pts[:, 1])], shapely.get_coordinates(rest)])
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_relevant_samples_keep_every_nearest_sample(seed):
+    rng, site, targets, tunion, rest = _rest_case(100 + seed)
     for h in (1.0, 4.0):
         every = R._target_samples(tunion, h)
         kept = R._relevant_samples(rest, tunion, h)
@@ -65,9 +78,7 @@ def test_relevant_samples_keep_every_nearest_sample(seed):
         idx = np.flatnonzero(np.isin(every.view(np.complex128).ravel(), kept.view(np.complex128).ravel()))
         assert len(idx) == len(kept) and every[idx].tobytes() == kept.tobytes()
         # the nearest sample of points of R' (random, its vertices) is always kept: same distance
-        x0, y0, x1, y1 = rest.bounds
-        pts = rng.uniform((x0, y0), (x1, y1), (3000, 2))
-        pts = np.vstack([pts[shapely.contains_xy(rest, pts[:, 0], pts[:, 1])], shapely.get_coordinates(rest)])
+        pts = _points_in(rest, rng, 3000)
         d_all, _ = cKDTree(every).query(pts)
         d_kept, _ = cKDTree(kept).query(pts)
         assert np.array_equal(d_all, d_kept)
@@ -85,15 +96,8 @@ def test_relevant_samples_keep_every_nearest_sample(seed):
 def test_pruned_cells_keep_the_maximum(seed):
     """``prune=True``: the cells dropped cannot hold the maximum, the kept samples give every point of the
     kept cells its nearest sample, and the farthest distance equals the one on all the samples."""
-    rng = np.random.default_rng(300 + seed)
-    site, targets = _case(rng)
-    tunion = shapely.union_all(targets)
-    rest = _rest(site, tunion)
-    if rest.is_empty:
-        pytest.skip("site inside the targets")
-    x0, y0, x1, y1 = rest.bounds
-    pts = rng.uniform((x0, y0), (x1, y1), (4000, 2))
-    pts = np.vstack([pts[shapely.contains_xy(rest, pts[:, 0], pts[:, 1])], shapely.get_coordinates(rest)])
+    rng, _, _, tunion, rest = _rest_case(300 + seed)
+    pts = _points_in(rest, rng, 4000)
     f = shapely.distance(tunion, shapely.points(pts))
     for h in (1.0, 4.0):
         every = R._target_samples(tunion, h)
@@ -148,7 +152,5 @@ def test_few_points_without_qhull_match_the_voronoi_candidates(seed):
     assert a.upper_m == a.distance_m
     assert rest.buffer(1e-6).contains(shapely.Point(a.point_xy))
     assert cKDTree(pts).query(a.point_xy)[0] == pytest.approx(a.distance_m, abs=1e-8)
-    x0, y0, x1, y1 = rest.bounds
-    xy = rng.uniform((x0, y0), (x1, y1), (5000, 2))
-    xy = np.vstack([xy[shapely.contains_xy(rest, xy[:, 0], xy[:, 1])], shapely.get_coordinates(rest)])
+    xy = _points_in(rest, rng, 5000)
     assert cKDTree(pts).query(xy)[0].max() <= a.distance_m + 1e-7
