@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -305,7 +306,8 @@ def test_schema_and_docs_served_from_our_static_files(users):
     docs = c.get(f"{API}/docs/")
     assert docs.status_code == 200
     html = docs.content.decode()
-    assert "swagger-ui" in html and "cdn" not in html.lower() and "https://" not in html
+    # no CDN host (not a bare "cdn": a random CSRF token on the page may contain those letters)
+    assert "swagger-ui" in html and not re.search(r"cdn[.\-/]|unpkg\.com", html, re.I) and "https://" not in html
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
     from django.contrib.staticfiles import finders
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
