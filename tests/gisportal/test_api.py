@@ -5,7 +5,6 @@ inside the request (ImmediateBackend), so a 202's Job is already finished when t
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 from pathlib import Path
@@ -14,9 +13,7 @@ import numpy as np
 import pytest
 import shapely
 from django.conf import settings
-from django.contrib.gis.geos import Polygon
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
