@@ -683,6 +683,51 @@ def test_two_for_one_and_large_instance_path_against_brute_force(seed):
     assert st == ("optimal" if lb == sel.size else "time_limit")
 
 
+
+def _lattice_lscp(n_cells, radius_m=300.0):
+    """An n x n square of 100 m demand cells, candidates on the 200 m lattice (as lscp_square)."""
+    xs = (np.arange(n_cells) + 0.5) * 100.0
+    demand = np.array(np.meshgrid(xs, xs)).reshape(2, -1).T
+    cs = np.arange(0.0, n_cells * 100.0 + 1.0, 200.0)
+    cand = np.array(np.meshgrid(cs, cs)).reshape(2, -1).T
+    pairs = cKDTree(demand).query_ball_tree(cKDTree(cand), radius_m)
+    rows = np.repeat(np.arange(len(demand)), [len(p) for p in pairs])
+    return sp.csr_array((np.ones(len(rows), np.int8), (rows, np.concatenate(pairs))),
+                        shape=(len(demand), len(cand)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lns_cover_short_sub_milps_and_plateau_settings_against_brute_force(seed):
+    # Sub-MILPs cut off after 0.05 s, plateau moves always / never accepted: still a cover,
+    # never larger than the start, never below the optimum; whole small instances solved exactly.
+    R = _reduced_lscp(seed)
+    if R.shape[0] == 0:
+        R = sp.csr_array(complete_graph_edges(5))
+    opt = bf_lscp(R, np.zeros(R.shape[0], bool))
+    start = np.arange(R.shape[1])
+    for p_equal in (0.0, 1.0):
+        out = siting._lns_cover(R, start, time.perf_counter() + 0.3, seed=seed, p_equal=p_equal,
+                                sub_limit_s=0.05)
+        assert opt <= out.size <= start.size and (R[:, out].sum(axis=1) >= 1).all()
+        if R.shape[1] <= 12:
+            assert out.size == opt
+
+
+def test_lns_cover_on_a_lattice_square_improves_on_greedy_and_stays_above_the_optimum():
+    # 2 km square, r = 300 m: 400 x 121, small enough for HiGHS to prove the optimum, large
+    # enough that a neighbourhood (two hops) is not the whole square.
+    A = _lattice_lscp(20)
+    opt = siting.lscp(A, time_limit_s=20.0)
+    assert opt.status == "optimal"
+    g = siting._greedy_cover(A)
+    out = siting._lns_cover(A, g, time.perf_counter() + 1.0, seed=1)
+    assert opt.objective <= out.size <= g.size and (A[:, out].sum(axis=1) >= 1).all()
+    # the "too large for HiGHS" path: valid cover, no worse than greedy, bound below the optimum
+    sel, lb, st, method, _ = siting._lscp_reduced(A, time.perf_counter() + 2.0, 1e-6, milp_max_nnz=0)
+    assert (A[:, sel].sum(axis=1) >= 1).all() and opt.objective <= sel.size <= g.size
+    assert lb <= opt.objective and method == "heuristic"
+    assert st == ("optimal" if lb >= sel.size else "time_limit")
+
 # ---------------------------------------------------------------- MCLP: Lagrangian fixing, column generation
 def bf_mclp_optimal_sets(D, pop, p):
     """Value and every optimal subset of min(p, q) columns (D dense bool, no existing coverage)."""
@@ -803,3 +848,19 @@ def test_mclp_fixing_on_a_city_instance_keeps_the_optimum():
     sub = siting._mclp_solve(B, wB, p - forced.size, time.perf_counter() + 20, 1e-9, True)
     assert sub[3] == "optimal" and const + sub[1] == pytest.approx(full[1])
     assert siting._covered_weight(R, w, np.union1d(forced, cols[sub[0]])) == pytest.approx(full[1])
+
+
+@pytest.mark.parametrize("n", range(5, 10))
+def test_lscp_milp_path_with_neighbourhood_search_first_against_brute_force(n, monkeypatch):
+    # Neighbourhood search before HiGHS on every instance (counted: the path is taken). Vertex
+    # cover of K_n as set cover: one component, LP n / 2 so no Lagrangian shortcut; optimum n - 1.
+    monkeypatch.setattr(siting, "_LNS_FIRST_NNZ", -1)
+    calls = []
+    lns = siting._lns_cover
+    monkeypatch.setattr(siting, "_lns_cover", lambda *a, **k: calls.append(1) or lns(*a, **k))
+    A = sp.csr_array(complete_graph_edges(n))
+    opt = bf_lscp(A, np.zeros(A.shape[0], bool))
+    assert opt == n - 1
+    res = siting.lscp(A, time_limit_s=5.0)
+    assert calls and (A[:, res.selected_idx].sum(axis=1) >= 1).all()
+    assert res.status == "optimal" and res.objective == res.bound == opt
