@@ -42,7 +42,7 @@ reduced-cost fixing: candidates in no improving solution go, candidates in every
 in, and when what is left is small enough it is solved like a small instance.
 
 When the reduced LSCP is too large for HiGHS (the whole demo city at 500 m: 39,223 x 13,401, an
-LP bound near 813 against covers above 1,050, a gap no LP-based search closes in a minute), the
+LP bound near 813 against covers of about 1,020, a gap no LP-based search closes in a minute), the
 time after the Lagrangian goes to the cover: 2-for-1 swaps, then a large-neighbourhood search
 that removes the chosen sites around a random one and re-covers what they alone covered exactly
 with a small HiGHS MILP.
