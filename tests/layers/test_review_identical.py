@@ -16,6 +16,7 @@ import shapely
 
 from layers import models, services_review
 from layers.analysis import rules as R
+from tests.layers.test_review_speed_identity import _case
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures" / "review"
 GOOD = ("good_qiaodong.geojson", "fail_facility.geojson")
@@ -110,21 +111,10 @@ def test_reports_byte_identical(name, monkeypatch):
         assert a == b, (dx, dy)
 
 
-def _random_case(rng):
-    site = shapely.Polygon(rng.uniform(0, 300, (3, 2))).convex_hull.union(
-        shapely.box(*sorted(rng.uniform(0, 300, 2)), *sorted(rng.uniform(300, 500, 2))))
-    k = int(rng.integers(1, 6))
-    cx, cy = rng.uniform(-800, 1200, k), rng.uniform(-800, 1200, k)
-    targets = [shapely.box(x, y, x + rng.uniform(5, 400), y + rng.uniform(5, 300)) for x, y in zip(cx, cy)]
-    if rng.random() < 0.3:
-        targets.append(shapely.LineString(rng.uniform(-500, 1000, (4, 2))))
-    return site, targets
-
-
 @pytest.mark.parametrize("seed", range(12))
 def test_random_within_tolerance_and_bracketed(seed):
     rng = np.random.default_rng(seed)
-    site, targets = _random_case(rng)
+    site, targets = _case(rng)  # random boxes, sometimes a line and a point
     for tol in (0.5, 2.0):
         a = R.farthest_distance(site, targets, tol_m=tol)
         b = farthest_before(site, targets, tol_m=tol)
