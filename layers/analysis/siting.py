@@ -1670,9 +1670,7 @@ def _lagrangian_mclp(
     best, best_cols = np.inf, np.zeros(0, np.intp)
     theta, stall = 1.0, 0
     for _ in range(max_iter):
-        s_col = np.asarray(At @ lam).reshape(-1)
-        cols = np.argpartition(-s_col, p - 1)[:p] if p < q else np.arange(q)
-        L = float((w - lam).sum() + s_col[cols].sum())
+        L, _, cols = _mclp_lagrangian_value(At, w, lam, p)  # lam stays in [0, w]: the clip is a no-op
         if L < best - 1e-9 * max(best, 1.0) if np.isfinite(best) else True:
             best, best_cols, stall = L, cols, 0
         else:
