@@ -110,7 +110,7 @@ class _InputError(BilingualError):
 # --------------------------------------------------------------------------------------------
 COVERAGE_PARAMS = ("kind", "radius_m", "level", "facility_kind", "method", "demand", "capacity")
 SITING_PARAMS = ("kind", "objective", "radius_m", "p", "candidates", "spacing_m", "area", "existing",
-                 "capacity", "method", "time_limit_s", "curve_k", "level", "facility_kind")
+                 "capacity", "method", "time_limit_s", "curve_k", "level", "facility_kind", "demand")
 
 
 def _coverage(job: Job) -> dict:

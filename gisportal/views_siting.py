@@ -59,6 +59,9 @@ class SitingForm(forms.Form):
                                 help_text=_("容量约束时，没有容量的候选点按此计算（默认 2000 人）"))
     method = forms.ChoiceField(label=_("距离"), initial="euclidean",
                                choices=[("euclidean", _("直线距离")), ("network", _("沿道路"))])
+    demand = forms.ChoiceField(label=_("需求点"), initial="raster", required=False, choices=[
+        ("raster", _("人口栅格单元（无栅格时为网格内 100 米点阵）")), ("grids", _("网格内 100 米点阵")),
+        ("grid_points", _("每个网格一个代表点（网格人口）"))])
     curve_k = forms.IntegerField(label=_("曲线：新增 1…K 处"), required=False, min_value=1, max_value=50, initial=10)
     time_limit_s = forms.FloatField(label=_("时间限制（秒）"), initial=60, min_value=1, max_value=600)
 
@@ -73,6 +76,7 @@ class SitingForm(forms.Form):
             self.add_error("objective", _("容量约束只适用于避难场所"))
         if obj != "cmclp":
             data["capacity"] = None
+        data["demand"] = data.get("demand") or "raster"  # a form without the field: the default
         if data.get("candidates") == "file":
             f = data.get("candidates_file")
             if f is None:
@@ -114,7 +118,7 @@ def siting_page(request: HttpRequest) -> HttpResponse:
                           "p": d["p"], "candidates": None if d["candidates"] == "generated" else "layer",
                           "spacing_m": d["spacing_m"], "area": d["area"] or None,
                           "existing": bool(d["existing"]), "capacity": d["capacity"], "method": d["method"],
-                          "time_limit_s": d["time_limit_s"], "curve_k": d["curve_k"]}
+                          "demand": d["demand"], "time_limit_s": d["time_limit_s"], "curve_k": d["curve_k"]}
                 job = tasks.job_queue(models.Job.Kind.SITING, params, user=request.user)
                 tasks.job_enqueue(job)
                 return job_wait_redirect(job)
@@ -133,7 +137,7 @@ def siting_page(request: HttpRequest) -> HttpResponse:
                         candidates=str(cand) if isinstance(cand, Path) else cand, spacing_m=d["spacing_m"],
                         area=d["area"] or None, existing=bool(d["existing"]), capacity=d["capacity"],
                         method=d["method"], time_limit_s=d["time_limit_s"], curve_k=d["curve_k"],
-                        user=request.user)
+                        demand=d["demand"], user=request.user)
                 except svc.SitingInputError as exc:
                     form.add_error(None, exc.message(_lang()))
                 else:
@@ -155,7 +159,7 @@ def siting_result(request: HttpRequest, pk: int) -> HttpResponse:
         "candidates": p.get("candidates") if p.get("candidates") in ("generated", "layer") else "file",
         "spacing_m": p.get("spacing_m") or 200, "area": ",".join(p.get("area") or []),
         "existing": p.get("existing"), "capacity": p.get("capacity"), "method": p.get("method"),
-        "curve_k": p.get("curve_k"), "time_limit_s": p.get("time_limit_s")})
+        "demand": p.get("demand") or "raster", "curve_k": p.get("curve_k"), "time_limit_s": p.get("time_limit_s")})
     ctx = {"form": form, "job": job, "doc": doc, "recent": _recent(), "headline": _headline(doc),
            "curve_svg": curve_svg(doc),
            "exports": [(label, reverse("siting_export", kwargs={"pk": job.pk, "fmt": fmt}))

@@ -25,6 +25,11 @@ Candidates
     city); ``"layer"``: the ``candidates`` layer (:class:`layers.models.CandidateSite`); a path: a
     GeoJSON file of lon/lat points (RFC 7946) with optional ``code``, ``name``, ``capacity_persons``
     and ``effective_area_m2`` properties.
+Demand
+    ``"raster"`` (default): the populated cells of the active population raster, else (no raster)
+    the grids as a 100 m lattice of points; ``"grids"``: that lattice even when a raster is active;
+    ``"grid_points"``: one point per populated grid (its representative point, the grid's whole
+    population), the unit of 网格化管理: "every grid within reach", far fewer points.
 Area
     District, street, community or grid codes (6, 9, 12 or 15 digits). Demand is restricted to the
     grids whose codes start with one of them, and generated candidates lie inside those grids.
@@ -59,13 +64,14 @@ from . import services_coverage as cov_svc
 from .analysis import siting
 
 __all__ = [
-    "KINDS", "OBJECTIVES", "METHODS", "SitingInputError", "siting_compute", "candidates_read",
+    "KINDS", "OBJECTIVES", "METHODS", "DEMANDS", "SitingInputError", "siting_compute", "candidates_read",
     "candidates_lattice", "result_geojson", "result_csv", "result_kml",
 ]
 
 KINDS = ("shelters", "fire_stations")
 OBJECTIVES = ("lscp", "mclp", "cmclp")
 METHODS = ("euclidean", "network")
+DEMANDS = ("raster", "grids", "grid_points")
 
 DEFAULT_SPACING_M = 200.0
 #: More candidates than this are refused (choose an area or a wider spacing).
@@ -120,7 +126,7 @@ def _number(value, name: str, zh: str, *, integer: bool = False, positive: bool 
 
 
 def _validate(kind, objective, radius_m, p, spacing_m, method, time_limit_s, curve_k, capacity,
-              level, facility_kind):
+              level, facility_kind, demand="raster"):
     if kind not in KINDS:
         raise SitingInputError("kind", f"未知的设施类别 {kind}（可选：{', '.join(KINDS)}）",
                                f"unknown KIND {kind!r} (one of: {', '.join(KINDS)})")
@@ -130,6 +136,9 @@ def _validate(kind, objective, radius_m, p, spacing_m, method, time_limit_s, cur
     if method not in METHODS:
         raise SitingInputError("method", f"未知的距离方法 {method}（可选：euclidean、network）",
                                f"unknown method {method!r} (euclidean or network)")
+    if demand not in DEMANDS:
+        raise SitingInputError("demand", f"未知的需求类型 {demand}（可选：{'、'.join(DEMANDS)}）",
+                               f"unknown demand {demand!r} (one of: {', '.join(DEMANDS)})")
     if radius_m is None:
         raise SitingInputError("radius", "请给出服务半径 --radius-m", "give the service distance --radius-m")
     radius = _number(radius_m, "radius", "服务半径")
@@ -340,11 +349,14 @@ def _load_candidates(source, spacing_m: float, region, area: list[str]) -> _Cand
 # --------------------------------------------------------------------------------------------
 # demand and existing facilities (the coverage service's loaders)
 # --------------------------------------------------------------------------------------------
-def _demand(grids, area: list[str]):
-    surface = models.PopulationSurface.objects.filter(active=True).order_by("-created_at").first()
-    if surface is not None:
+def _demand(grids, area: list[str], demand: str = "raster"):
+    surface = models.PopulationSurface.objects.filter(active=True).order_by("-created_at").first() \
+        if demand == "raster" else None
+    if demand == "grid_points" and len(grids.codes):
+        dem = cov_svc.demand_from_grid_points(grids)
+    elif surface is not None:
         dem = cov_svc.demand_from_raster(surface, grids)
-    elif len(grids.codes):
+    elif len(grids.codes) and demand != "grid_points":
         dem = cov_svc.demand_from_grids_lattice(grids)
     else:
         raise SitingInputError("no_demand", "没有需求数据：既没有启用的人口栅格，也没有网格",
@@ -394,7 +406,7 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
                    area: str | Sequence[str] | None = None, existing: bool = True,
                    capacity: float | None = None, method: str = "euclidean", time_limit_s: float = 60.0,
                    curve_k: int | None = None, level: str | None = None, facility_kind: str | None = None,
-                   user=None, progress: ProgressFn | None = None) -> dict:
+                   demand: str = "raster", user=None, progress: ProgressFn | None = None) -> dict:
     """Choose new sites for shelters or fire stations, record the run as a Job, return the document.
 
     Parameters
@@ -424,6 +436,9 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
         Also compute the population covered with k = 1..curve_k new sites.
     level, facility_kind : str, optional
         Count only existing shelters of this level / fire stations of this kind.
+    demand : {"raster", "grids", "grid_points"}
+        Raster cells (default; the grid lattice when no raster is active), the grid lattice, or one
+        representative point per populated grid (see the module docstring).
     user : User, optional
     progress : callable(fraction, message), optional
 
@@ -436,7 +451,7 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
         ``solver`` (milp/heuristic), ``objective_value`` and ``bound`` (sites for LSCP, newly covered
         population for MCLP, served population for CMCLP; the bound is proven), ``population_existing``
         (before), ``share_existing``, ``existing_sites``, ``candidates{source, count, excluded,
-        spacing_m}``, ``demand{mode, points}``, ``area``, ``reduced_shape``, ``seconds_total``,
+        spacing_m}``, ``demand{mode, requested, points}``, ``area``, ``reduced_shape``, ``seconds_total``,
         ``job_id``, ``data_version``, ``rules_version``. ``gap`` is null when undefined (objective 0).
 
     Raises
@@ -448,11 +463,12 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
     """
     t0 = time.perf_counter()
     radius, p, spacing, limit, curve_k, cap_default = _validate(
-        kind, objective, radius_m, p, spacing_m, method, time_limit_s, curve_k, capacity, level, facility_kind)
+        kind, objective, radius_m, p, spacing_m, method, time_limit_s, curve_k, capacity, level, facility_kind,
+        demand)
     area_codes = _area_codes(area)
     existing = bool(existing)
     grids = cov_svc.grids_load()
-    dem, surface = _demand(grids, area_codes)
+    dem, surface = _demand(grids, area_codes, demand)
     if len(dem.xy) == 0:
         raise SitingInputError("no_demand", "所选区域内没有人口", "no population in the chosen area")
     region = None
@@ -479,7 +495,8 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
               "candidates": cands.source if candidates in (None, "layer") else f"file:{Path(candidates).name}",
               "spacing_m": spacing if candidates is None else None, "area": area_codes, "existing": existing,
               "capacity": cap_default, "method": method, "time_limit_s": limit, "curve_k": curve_k,
-              "level": level, "facility_kind": facility_kind, "rules_version": rs.version, "data": data}
+              "level": level, "facility_kind": facility_kind, "demand": demand, "rules_version": rs.version,
+              "data": data}
     job = services.job_start(models.Job.Kind.SITING, params, user=user, data_version=version)
 
     with services.job_recording(job, progress) as step:
@@ -489,7 +506,8 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
                "method": method, **doc,
                "candidates": {"source": cands.source, "count": len(cands.codes), "excluded": cands.excluded,
                               "spacing_m": spacing if candidates is None else None},
-               "demand": {"mode": dem.mode, "points": int(len(dem.xy))}, "area": area_codes,
+               "demand": {"mode": dem.mode, "requested": demand, "points": int(len(dem.xy))},
+               "area": area_codes,
                "level": level, "facility_kind": facility_kind, "rules_version": rs.version,
                "data_version": version, "job_id": job.pk, "seconds_total": _r(time.perf_counter() - t0)}
         services.job_finish(job, result=doc)

@@ -114,6 +114,7 @@ class SitingRequest(serializers.Serializer):
     existing = serializers.BooleanField(default=True)
     capacity = serializers.FloatField(required=False, allow_null=True, min_value=0.001)
     method = serializers.ChoiceField(choices=["euclidean", "network"], default="euclidean")
+    demand = serializers.ChoiceField(choices=["raster", "grids", "grid_points"], default="raster")
     time_limit_s = serializers.FloatField(default=60.0, min_value=1.0, max_value=600.0)
     curve_k = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100)
     level = serializers.ChoiceField(choices=_choices(models.Shelter.Level.choices), required=False, allow_null=True)

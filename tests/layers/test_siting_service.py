@@ -420,3 +420,96 @@ def test_process_exit_status_and_stderr():
     proc = subprocess.run([sys.executable, "manage.py", "site", "schools", "--objective", "lscp", "--radius-m",
                            "500", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "schools" in proc.stderr and proc.stdout == ""
+
+
+# ------------------------------------------------------------------ the whole demo city, grid demand
+def test_demo_city_exact_lscp_for_micro_fire_stations_on_grid_points(demo):
+    """Issue 6's "done when": every grid of the demo city within 500 m of a micro fire station with the
+    fewest new ones, proven optimal, the same from the service, the command and the API, and equal to an
+    independent optimum (demand, candidates and distances rebuilt here, the unreduced set-cover MILP
+    solved by scipy's own HiGHS, no reductions or heuristics of ours)."""
+    from rest_framework.test import APIClient
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.spatial import cKDTree
+
+    doc = svc.siting_compute(kind="fire_stations", objective="lscp", radius_m=R, demand="grid_points")
+    assert doc["demand"] == {"mode": "grid_points", "requested": "grid_points", "points": doc["demand"]["points"]}
+    assert doc["status"] == "optimal" and doc["gap"] == 0.0 and doc["bound"] == doc["count"]
+
+    # demand: each populated grid's representative point with the grid's population
+    rows = list(models.Grid.objects.filter(population__gt=0).order_by("code").values_list("geom", "population"))
+    dxy = shapely.get_coordinates(shapely.point_on_surface(shp([g for g, _ in rows])))
+    dpop = np.array([p for _, p in rows], dtype=float)
+    assert doc["demand"]["points"] == len(dxy) > 500
+    assert doc["population_total"] == pytest.approx(dpop.sum(), abs=1e-3)
+    # candidates: the 200 m lattice (multiples of 200 m + 100) inside the grids, minus existing sites
+    region = shapely.union_all(shp(models.Grid.objects.values_list("geom", flat=True)))
+    x0, y0, x1, y1 = region.bounds
+    gx, gy = np.meshgrid(np.arange(np.floor(x0 / 200) * 200 + 100, x1 + 200, 200.0),
+                         np.arange(np.floor(y0 / 200) * 200 + 100, y1 + 200, 200.0))
+    lat = np.column_stack([gx.ravel(), gy.ravel()])
+    lat = lat[shapely.contains_xy(region, lat[:, 0], lat[:, 1])]
+    drop = excluded(lat)
+    cands = lat[~drop]
+    assert doc["candidates"]["count"] == len(cands) and doc["candidates"]["excluded"] == int(drop.sum())
+
+    stations = np.array([g.coords[:2] for g in models.FireStation.objects.values_list("geom", flat=True)])
+    eps = 1e-6
+    before = min_dist(dxy, stations) <= R + eps
+    reach = cKDTree(cands).query_ball_point(dxy, R - eps)
+    need = np.flatnonzero(~before & np.array([len(r) > 0 for r in reach]))
+    assert doc["uncoverable_population"] == pytest.approx(
+        dpop[~before & np.array([len(r) == 0 for r in reach])].sum(), abs=1e-3)
+    # the independent optimum: min sum x  s.t.  every point in need has a chosen candidate within R
+    cols = np.concatenate([reach[i] for i in need]).astype(int)
+    rws = np.repeat(np.arange(need.size), [len(reach[i]) for i in need])
+    A = sp.csr_array((np.ones(cols.size), (rws, cols)), shape=(need.size, len(cands)))
+    res = milp(np.ones(len(cands)), constraints=LinearConstraint(A, lb=1, ub=np.inf),
+               integrality=np.ones(len(cands)), bounds=Bounds(0, 1), options={"time_limit": 300})
+    assert res.status == 0
+    assert doc["count"] == round(res.fun) > 100
+
+    sel = np.array([[s["x"], s["y"]] for s in doc["selected"]])
+    assert len(sel) == doc["count"] and not excluded(sel).any()
+    assert (min_dist(dxy[need], sel) <= R + eps).all(), "a coverable grid is left uncovered"
+    after = before | (min_dist(dxy, sel) <= R + eps)
+    assert doc["population_covered"] == pytest.approx(dpop[after].sum(), abs=1e-3)
+
+    # the command and the API give the same answer
+    same = ("selected", "count", "population_total", "population_covered", "population_existing", "status",
+            "demand", "candidates")
+    code, out, err = run("fire_stations", "--objective", "lscp", "--radius-m", "500", "--demand", "grid_points",
+                         "--json")
+    assert code == 0, err
+    cmd = json.loads(out)
+    assert {k: cmd[k] for k in same} == {k: doc[k] for k in same}
+    user = django_user_model_create("999_siting_api")
+    api = APIClient()
+    api.force_authenticate(user=user)
+    resp = api.post("/api/v1/siting/", {"kind": "fire_stations", "objective": "lscp", "radius_m": 500,
+                                        "demand": "grid_points"}, format="json")
+    assert resp.status_code == 202, resp.content
+    job = resp.json()
+    assert job["status"] == "done", job.get("error")
+    assert {k: job["result"][k] for k in same} == {k: doc[k] for k in same}
+    assert job["params"]["request"]["demand"] == "grid_points"
+
+
+def django_user_model_create(name):
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(name, password="x")
+    user.groups.add(services.roles_ensure()["emergency_official"])
+    return user
+
+
+def test_grid_points_demand_in_an_area_and_bad_demand(demo):
+    com = busiest_community()
+    doc = svc.siting_compute(kind="shelters", objective="mclp", radius_m=R, p=2, area=com.code,
+                             demand="grid_points", curve_k=3)
+    grids = models.Grid.objects.filter(community__code=com.code, population__gt=0)
+    assert doc["demand"]["mode"] == "grid_points" and doc["demand"]["points"] == grids.count()
+    assert doc["population_total"] == pytest.approx(sum(grids.values_list("population", flat=True)), abs=1e-3)
+    assert doc["status"] == "optimal"
+    code, out, err = run("fire_stations", "--objective", "lscp", "--radius-m", "500", "--demand", "buildings")
+    assert code == 2 and "buildings" in err and out == ""

@@ -1,10 +1,12 @@
 """manage.py site KIND --objective lscp|mclp|cmclp --radius-m M [--p N] [--candidates PATH|layer]
 [--spacing-m S] [--area CODES] [--no-existing] [--capacity N] [--time-limit S] [--curve K]
-[--method euclidean|network] [--level L] [--facility-kind K] [--json]: where new shelters or micro fire
-stations should go (issue 6).
+[--method euclidean|network] [--demand raster|grids|grid_points] [--level L] [--facility-kind K] [--json]:
+where new shelters or micro fire stations should go (issue 6).
 
 KIND: shelters or fire_stations. Without --candidates, candidates are generated on a lattice --spacing-m
-apart (default 200 m) inside the grids of --area (codes, comma-separated) or of the whole city. --json
+apart (default 200 m) inside the grids of --area (codes, comma-separated) or of the whole city. Demand is
+the raster's populated cells (default; the grids as a 100 m lattice when no raster is active), that
+lattice (--demand grids), or one representative point per populated grid (--demand grid_points). --json
 prints exactly one JSON document on stdout; otherwise a summary. Every run is recorded as a Job (kind
 "siting"). Exit status: 0 on success, 2 on bad input (reason on stderr).
 """
@@ -39,6 +41,9 @@ class Command(BaseCommand):
         parser.add_argument("--time-limit", dest="time_limit", default="60", help="solver time limit, seconds")
         parser.add_argument("--curve", default=None, help="also the covered population for k = 1..K new sites")
         parser.add_argument("--method", default="euclidean", help="euclidean (default) or network")
+        parser.add_argument("--demand", default="raster",
+                            help="raster (default; grids when no raster is active), grids (100 m lattice in "
+                                 "the grids) or grid_points (one point per populated grid)")
         parser.add_argument("--level", default=None, help="count only existing shelters of this level")
         parser.add_argument("--facility-kind", dest="facility_kind", default=None,
                             help="count only existing fire stations of this kind, e.g. community_micro")
@@ -46,7 +51,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, kind, objective=None, radius_m=None, p=None, candidates=None, spacing_m="200",
                area=None, existing=True, capacity=None, time_limit="60", curve=None, method="euclidean",
-               level=None, facility_kind=None, json=False, **options):
+               level=None, facility_kind=None, demand="raster", json=False, **options):
         lang = translation.get_language() or "zh-hans"
         if objective is None:
             raise CommandError("请给出 --objective（lscp、mclp 或 cmclp）" if not lang.startswith("en") else
@@ -55,7 +60,7 @@ class Command(BaseCommand):
             doc = svc.siting_compute(kind=kind, objective=objective, radius_m=radius_m, p=p,
                                      candidates=candidates, spacing_m=spacing_m, area=area, existing=existing,
                                      capacity=capacity, method=method, time_limit_s=time_limit, curve_k=curve,
-                                     level=level, facility_kind=facility_kind)
+                                     level=level, facility_kind=facility_kind, demand=demand)
         except svc.SitingInputError as exc:
             raise CommandError(exc.message(lang), returncode=2) from None
         if json:
