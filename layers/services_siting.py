@@ -447,7 +447,8 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
     dict
         ``objective, radius_m, p, existing, selected[{code, name, x, y, lon, lat, added_population}],
         count, population_total, population_covered, share_covered, uncoverable_population, status,
-        gap, seconds, curve[{k, population_covered, bound, status}]``, and ``kind, method`` (distance),
+        gap, seconds, curve[{k, population_covered, bound, status}]`` (``curve_measure`` ``"covered"``: the
+        curve counts the people within reach, capacities not applied, also for ``cmclp``), and ``kind, method`` (distance),
         ``solver`` (milp/heuristic), ``objective_value`` and ``bound`` (sites for LSCP, newly covered
         population for MCLP, served population for CMCLP; the bound is proven), ``population_existing``
         (before), ``share_existing``, ``existing_sites``, ``candidates{source, count, excluded,
@@ -563,7 +564,7 @@ def _compute(objective, radius, p, dem, cands: _Candidates, sites, method, lines
            "uncoverable_population": _r(res.uncoverable_population),
            "status": res.status, "solver": res.method, "objective_value": _r(res.objective),
            "bound": _r(res.bound), "gap": _r(res.gap, 6), "seconds": _r(res.seconds),
-           "curve": curve, "existing_sites": int(E.shape[1]) if E is not None else 0,
+           "curve": curve, "curve_measure": "covered", "existing_sites": int(E.shape[1]) if E is not None else 0,
            "reduced_shape": [int(v) for v in res.reduced_shape], "message": res.message}
     if objective == "cmclp":
         doc["population_served_existing"] = _r(res.population_existing)
