@@ -187,7 +187,8 @@ def _headline(doc: dict) -> list[tuple[str, str, str]]:
 
 def curve_svg(doc: dict, width: int = 340, height: int = 170) -> str:
     """The k-curve (k = 0 … K new sites vs population covered) as a small inline SVG (no JS)."""
-    pts = [(0, float(doc["population_existing"]))] + [(c["k"], float(c["population_covered"]))
+    base = doc.get("curve_base")  # k = 0; runs recorded before it existed: the covered population
+    pts = [(0, float(doc["population_existing"] if base is None else base))] + [(c["k"], float(c["population_covered"]))
                                                       for c in doc.get("curve") or []]
     if len(pts) < 2:
         return ""

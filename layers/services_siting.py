@@ -447,8 +447,9 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
     dict
         ``objective, radius_m, p, existing, selected[{code, name, x, y, lon, lat, added_population}],
         count, population_total, population_covered, share_covered, uncoverable_population, status,
-        gap, seconds, curve[{k, population_covered, bound, status}]`` (``curve_measure`` ``"covered"``: the
-        curve counts the people within reach, capacities not applied, also for ``cmclp``), and ``kind, method`` (distance),
+        gap, seconds, curve[{k, population_covered, bound, status}]`` (``curve_measure``: ``"covered"``, the
+        people within reach, or for ``cmclp`` ``"served"``, within the capacities, as the run itself;
+        ``curve_base`` is the k = 0 value), and ``kind, method`` (distance),
         ``solver`` (milp/heuristic), ``objective_value`` and ``bound`` (sites for LSCP, newly covered
         population for MCLP, served population for CMCLP; the bound is proven), ``population_existing``
         (before), ``share_existing``, ``existing_sites``, ``candidates{source, count, excluded,
@@ -549,8 +550,15 @@ def _compute(objective, radius, p, dem, cands: _Candidates, sites, method, lines
         for s in selected:
             s["capacity"] = cap_of[s["code"]]
     curve = []
-    if curve_k:
+    curve_base = float(dem.pop[existing_mask].sum())
+    if curve_k and objective == "cmclp":  # served with capacities, like the run itself
+        c = siting.capacitated_curve(A, dem.pop, curve_k, caps,
+                                     existing_capacity=None if sites is None else np.asarray(sites.capacity, float),
+                                     existing_A=E, time_limit_s=limit)
+        curve_base = c.population_existing
+    elif curve_k:
         c = siting.coverage_curve(A, dem.pop, curve_k, existing_mask, limit)
+    if curve_k:
         curve = [{"k": int(k), "population_covered": _r(v), "bound": _r(b), "status": st}
                  for k, v, b, st in zip(c.k.tolist(), c.population_covered.tolist(), c.bound.tolist(), c.status)]
         step(0.9, "curve computed")
@@ -564,7 +572,8 @@ def _compute(objective, radius, p, dem, cands: _Candidates, sites, method, lines
            "uncoverable_population": _r(res.uncoverable_population),
            "status": res.status, "solver": res.method, "objective_value": _r(res.objective),
            "bound": _r(res.bound), "gap": _r(res.gap, 6), "seconds": _r(res.seconds),
-           "curve": curve, "curve_measure": "covered", "existing_sites": int(E.shape[1]) if E is not None else 0,
+           "curve": curve, "curve_measure": "served" if objective == "cmclp" else "covered",
+           "curve_base": _r(curve_base), "existing_sites": int(E.shape[1]) if E is not None else 0,
            "reduced_shape": [int(v) for v in res.reduced_shape], "message": res.message}
     if objective == "cmclp":
         doc["population_served_existing"] = _r(res.population_existing)

@@ -269,6 +269,59 @@ def test_coverage_curve_exact_and_greedy(seed):
     assert np.all(np.diff(greedy.population_covered) >= 0)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_capacitated_curve_equals_brute_force_per_k(seed):
+    rng = np.random.default_rng(500 + seed)
+    A, pop, _ = random_instance(500 + seed, n_max=10, q_max=6, density=0.35)
+    cap = rng.integers(1, 40, size=A.shape[1]).astype(float)
+    E = ecap = None
+    if seed % 2:
+        E = sp.csr_array((rng.random((A.shape[0], 2)) < 0.25).astype(np.int8))
+        ecap = rng.integers(1, 20, size=2).astype(float)
+    curve = siting.capacitated_curve(A, pop, 3, cap, existing_capacity=ecap, existing_A=E)
+    assert curve.k.tolist() == [1, 2, 3] and curve.method == "exact"
+    assert curve.population_existing == pytest.approx(bf_cmclp(A, pop, 0, cap, E, ecap), abs=1e-6)
+    for (k, served), b, st in zip(curve, curve.bound, curve.status):
+        assert st == "optimal"
+        assert served == pytest.approx(bf_cmclp(A, pop, k, cap, E, ecap), abs=1e-6) and b == pytest.approx(served)
+    # with capacities a site can serve less than it covers: served <= covered, per k
+    covered = siting.coverage_curve(A, pop, 3, None if E is None else E.toarray().any(axis=1))
+    assert np.all(curve.population_covered <= covered.population_covered + 1e-6)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_capacitated_curve_greedy_path_is_bounded(seed, monkeypatch):
+    monkeypatch.setattr(siting, "_CMCLP_MILP_MAX_NNZ", 0)  # every k takes the no-MILP path
+    rng = np.random.default_rng(700 + seed)
+    A, pop, _ = random_instance(700 + seed, n_max=10, q_max=6, density=0.35)
+    E = sp.csr_array((rng.random((A.shape[0], 2)) < 0.3).astype(np.int8))
+    cap, ecap = rng.integers(5, 40, A.shape[1]).astype(float), rng.integers(5, 40, 2).astype(float)
+    curve = siting.capacitated_curve(A, pop, 3, cap, existing_capacity=ecap, existing_A=E)
+    assert curve.method == ("greedy" if "heuristic" in curve.status else "exact")
+    assert np.all(np.diff(curve.population_covered) >= 0) and np.all(np.diff(curve.bound) >= 0)
+    for (k, served), b, st in zip(curve, curve.bound, curve.status):
+        opt = bf_cmclp(A, pop, k, cap, E, ecap)
+        assert served <= opt + 1e-6 <= b + 2e-6
+        assert st != "optimal" or served == pytest.approx(opt)
+
+
+def test_assignment_lp_merges_rows_without_changing_the_flow_value():
+    """Rows with the same open sites are solved as one; the split-back flow is feasible and as large."""
+    for seed in range(40):
+        rng = np.random.default_rng(900 + seed)
+        m, k = int(rng.integers(1, 30)), int(rng.integers(1, 6))
+        D = (rng.random((m, k)) < 0.4).astype(np.int8)
+        D = D[rng.integers(0, m, size=m)]  # repeated rows
+        B = sp.csr_array(D)
+        w, cap = rng.integers(0, 20, m).astype(float), rng.integers(1, 30, k).astype(float)
+        val, flow, ok = siting._assignment_lp(B, w, cap, 10.0)
+        assert ok and val == pytest.approx(assignment(D, w, cap), abs=1e-6)
+        row = np.repeat(np.arange(m), np.diff(B.indptr))
+        assert flow.sum() == pytest.approx(val, abs=1e-6) and flow.min() >= -1e-9
+        assert np.all(np.bincount(row, weights=flow, minlength=m) <= w + 1e-6)
+        assert np.all(np.bincount(B.indices, weights=flow, minlength=k) <= cap + 1e-6)
+
+
 # ---------------------------------------------------------------- input checks and time limit
 def test_bad_inputs_raise():
     A = sp.csr_array(np.eye(3))

@@ -310,8 +310,8 @@ def test_cmclp_equals_brute_force_with_the_capacity_lp(hot, tmp_path):
     pts = c + np.array([(-400, -300), (0, 0), (400, 300), (-300, 400), (350, -350), (0, 600)], dtype=float)
     caps = [800, 1500, 600, 1200, 400, 1000]
     cxy = write_candidates(tmp_path / "c.geojson", pts, caps)
-    doc = svc.siting_compute(kind="shelters", objective="cmclp", radius_m=R, p=2, candidates=str(tmp_path / "c.geojson"),
-                             area=code)
+    doc = svc.siting_compute(kind="shelters", objective="cmclp", radius_m=R, p=2,
+                             candidates=str(tmp_path / "c.geojson"), area=code, curve_k=3)
     xy, pop = raster_demand()
     mask, _ = community_mask(xy, code)
     dxy, dpop = xy[mask], pop[mask]
@@ -321,12 +321,20 @@ def test_cmclp_equals_brute_force_with_the_capacity_lp(hot, tmp_path):
     E = np.array([shapely.dwithin(polys, shapely.points(p), R) for p in dxy], dtype=np.uint8).reshape(len(dxy), -1)
     elig = np.flatnonzero(~excluded(cxy))
     Ac = within(dxy, cxy).astype(np.uint8)
-    best, served_base = -1.0, cov.capacitated_coverage(dpop, sp.csr_array(E), scap).population_served
-    for sub in itertools.combinations(elig.tolist(), 2):
-        cover = sp.csr_array(np.hstack([E, Ac[:, list(sub)]]))
-        served = cov.capacitated_coverage(dpop, cover, np.concatenate([scap, np.asarray(caps, float)[list(sub)]]))
-        best = max(best, served.population_served)
+    served_base = cov.capacitated_coverage(dpop, sp.csr_array(E), scap).population_served
+    best_k = {}
+    for k in (1, 2, 3):
+        best_k[k] = -1.0
+        for sub in itertools.combinations(elig.tolist(), k):
+            cover = sp.csr_array(np.hstack([E, Ac[:, list(sub)]]))
+            served = cov.capacitated_coverage(dpop, cover, np.concatenate([scap, np.asarray(caps, float)[list(sub)]]))
+            best_k[k] = max(best_k[k], served.population_served)
+    best = best_k[2]
     assert best > served_base + 100  # the new sites matter
+    # the k-curve is served population too (capacities applied), each k by brute force
+    assert doc["curve_measure"] == "served" and doc["curve_base"] == pytest.approx(served_base, abs=0.01)
+    assert [c["k"] for c in doc["curve"]] == [1, 2, 3] and all(c["status"] == "optimal" for c in doc["curve"])
+    assert [c["population_covered"] for c in doc["curve"]] == pytest.approx([best_k[k] for k in (1, 2, 3)], abs=0.01)
     assert doc["status"] == "optimal"
     assert doc["objective_value"] == pytest.approx(best, abs=0.01)
     assert doc["population_covered"] == pytest.approx(best, abs=0.01)
