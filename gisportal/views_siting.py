@@ -51,6 +51,8 @@ class SitingForm(forms.Form):
         ("generated", _("按间距生成（网格内，避开现有避难场所）")), ("layer", _("候选选址图层")),
         ("file", _("上传 GeoJSON 点文件（经纬度）"))])
     candidates_file = forms.FileField(label=_("候选文件"), required=False)
+    exclude_file = forms.FileField(label=_("排除区域文件"), required=False,
+                                   help_text=_("可选：GeoJSON 面（经纬度），如水域、保护用地；其中的候选点不选"))
     spacing_m = forms.FloatField(label=_("生成间距（米）"), initial=200, min_value=20)
     area = forms.CharField(label=_("区域代码"), required=False, max_length=400,
                            help_text=_("区县/街道/社区/网格代码，逗号分隔；留空为全市"))
@@ -83,6 +85,9 @@ class SitingForm(forms.Form):
                 self.add_error("candidates_file", _("请选择候选文件"))
             elif f.size > MAX_UPLOAD_BYTES:
                 self.add_error("candidates_file", _("候选文件过大"))
+        ex = data.get("exclude_file")
+        if ex is not None and ex.size > MAX_UPLOAD_BYTES:
+            self.add_error("exclude_file", _("排除区域文件过大"))
         return data
 
 
@@ -113,7 +118,8 @@ def siting_page(request: HttpRequest) -> HttpResponse:
         form = SitingForm(request.POST, request.FILES)
         if form.is_valid():
             d = form.cleaned_data
-            if d["candidates"] != "file":  # queued: the worker runs it, the status page follows it
+            if d["candidates"] != "file" and d.get("exclude_file") is None:
+                # queued: the worker runs it, the status page follows it
                 params = {"kind": d["kind"], "objective": d["objective"], "radius_m": d["radius_m"],
                           "p": d["p"], "candidates": None if d["candidates"] == "generated" else "layer",
                           "spacing_m": d["spacing_m"], "area": d["area"] or None,
@@ -122,8 +128,15 @@ def siting_page(request: HttpRequest) -> HttpResponse:
                 job = tasks.job_queue(models.Job.Kind.SITING, params, user=request.user)
                 tasks.job_enqueue(job)
                 return job_wait_redirect(job)
-            # An uploaded candidate file is run here: the worker never reads a path from a request.
+            # An uploaded file is run here: the worker never reads a path from a request.
             with tempfile.TemporaryDirectory(prefix="gisportal-siting-") as tmp:
+                exclude = None
+                if d.get("exclude_file") is not None:
+                    (Path(tmp) / "exclude").mkdir()  # its own folder: the two uploads may share a name
+                    exclude = Path(tmp) / "exclude" / Path(d["exclude_file"].name or "exclude.geojson").name
+                    with open(exclude, "wb") as fh:
+                        for chunk in d["exclude_file"].chunks():
+                            fh.write(chunk)
                 cand = None if d["candidates"] == "generated" else "layer"
                 if d["candidates"] == "file":
                     name = Path(d["candidates_file"].name or "candidates.geojson").name
@@ -137,7 +150,7 @@ def siting_page(request: HttpRequest) -> HttpResponse:
                         candidates=str(cand) if isinstance(cand, Path) else cand, spacing_m=d["spacing_m"],
                         area=d["area"] or None, existing=bool(d["existing"]), capacity=d["capacity"],
                         method=d["method"], time_limit_s=d["time_limit_s"], curve_k=d["curve_k"],
-                        demand=d["demand"], user=request.user)
+                        demand=d["demand"], exclude=str(exclude) if exclude else None, user=request.user)
                 except svc.SitingInputError as exc:
                     form.add_error(None, exc.message(_lang()))
                 else:

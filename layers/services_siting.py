@@ -24,7 +24,8 @@ Candidates
     ``None``: a square lattice ``spacing_m`` apart inside the grids of ``area`` (or of the whole
     city); ``"layer"``: the ``candidates`` layer (:class:`layers.models.CandidateSite`); a path: a
     GeoJSON file of lon/lat points (RFC 7946) with optional ``code``, ``name``, ``capacity_persons``
-    and ``effective_area_m2`` properties.
+    and ``effective_area_m2`` properties. ``exclude``: a GeoJSON file of lon/lat (Multi)Polygons
+    (water, protected or private land, hazards); candidates inside them are dropped too.
 Demand
     ``"raster"`` (default): the populated cells of the active population raster, else (no raster)
     the grids as a 100 m lattice of points; ``"grids"``: that lattice even when a raster is active;
@@ -104,6 +105,7 @@ class _Candidates:
     capacity: np.ndarray    # persons; NaN where the candidate gives none
     excluded: int           # dropped as existing shelter land / existing facility points
     version: str
+    excluded_zone: int = 0  # of those, dropped because they lie in an exclusion zone
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,6 +269,62 @@ def candidates_read(path: str | Path) -> tuple[list[str], list[str], np.ndarray,
     return codes, names, np.column_stack([x, y]), np.asarray(caps, dtype=np.float64)
 
 
+def exclusion_read(path: str | Path):
+    """Read a GeoJSON file of lon/lat (Multi)Polygons where no new site may go (water, protected or
+    private land, hazards): their union in GIS_SRID. Raises :class:`SitingInputError` naming the
+    feature for an unreadable file, a non-polygon, coordinates that are not lon/lat in China
+    (swapped axes are named as such) or an invalid polygon (with GEOS's reason)."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > MAX_CANDIDATES_FILE:
+            raise SitingInputError("exclude_file", f"排除区域文件过大（{size} 字节）",
+                                   f"exclusion file too large ({size} bytes)")
+        doc = json.loads(p.read_bytes().decode("utf-8-sig"))
+    except SitingInputError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SitingInputError("exclude_file", f"无法读取排除区域文件 {p.name}：{type(exc).__name__}",
+                               f"cannot read exclusion file {p.name}: {exc}") from None
+    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
+        feats = doc.get("features")
+    elif isinstance(doc, dict) and doc.get("type") == "Feature":
+        feats = [doc]
+    else:
+        feats = None
+    if not isinstance(feats, list) or not feats:
+        raise SitingInputError("exclude_file", f"{p.name} 不是含要素的 GeoJSON FeatureCollection",
+                               f"{p.name} is not a GeoJSON FeatureCollection with features")
+    to_srid = _to_srid()
+    polys = []
+    for i, f in enumerate(feats):
+        geom = f.get("geometry") if isinstance(f, dict) else None
+        try:
+            g = shapely.from_geojson(json.dumps(geom)) if isinstance(geom, dict) else None
+        except (shapely.errors.GEOSException, ValueError, TypeError):
+            g = None
+        if g is None or g.geom_type not in ("Polygon", "MultiPolygon") or g.is_empty:
+            raise SitingInputError("exclude_file", f"第 {i + 1} 个要素不是面（Polygon/MultiPolygon）",
+                                   f"feature {i + 1} is not a Polygon or MultiPolygon")
+        ll = shapely.get_coordinates(g)
+        lon, lat = ll[:, 0], ll[:, 1]
+        in_china = (CHINA_LON[0] <= lon) & (lon <= CHINA_LON[1]) & (CHINA_LAT[0] <= lat) & (lat <= CHINA_LAT[1])
+        if not in_china.all():
+            swapped = (CHINA_LON[0] <= lat) & (lat <= CHINA_LON[1]) & (CHINA_LAT[0] <= lon) & (lon <= CHINA_LAT[1])
+            if swapped.all():
+                raise SitingInputError(
+                    "exclude_file", f"第 {i + 1} 个面的坐标顺序似乎为（纬度，经度），应为（经度，纬度）",
+                    f"feature {i + 1}: coordinates look like (lat, lon); GeoJSON wants (lon, lat)")
+            raise SitingInputError("exclude_file", f"第 {i + 1} 个面不是中国境内的经纬度",
+                                   f"feature {i + 1}: not lon/lat in China (RFC 7946)")
+        if not g.is_valid:
+            reason = shapely.is_valid_reason(g)
+            raise SitingInputError("exclude_file", f"第 {i + 1} 个面无效：{reason}",
+                                   f"feature {i + 1}: invalid polygon: {reason}")
+        polys.append(shapely.transform(g, lambda c: np.column_stack(to_srid.transform(c[:, 0], c[:, 1]))))
+    return shapely.union_all(polys)
+
+
 def candidates_lattice(region, spacing_m: float) -> np.ndarray:
     """Points of the square lattice ``spacing_m`` apart (centred on multiples of the spacing) that lie
     inside the shapely geometry ``region``; (n, 2) in the region's CRS, west to east, south to north."""
@@ -288,6 +346,14 @@ def candidates_lattice(region, spacing_m: float) -> np.ndarray:
     return np.column_stack([x[inside], y[inside]])
 
 
+def _zone_mask(xy: np.ndarray, zone) -> np.ndarray:
+    """True where a candidate lies in the exclusion ``zone`` (shapely, GIS_SRID; boundary included)."""
+    if zone is None or not len(xy) or shapely.is_empty(zone):
+        return np.zeros(len(xy), dtype=bool)
+    shapely.prepare(zone)
+    return np.asarray(shapely.intersects_xy(zone, xy[:, 0], xy[:, 1]), dtype=bool)
+
+
 def _exclusion_mask(xy: np.ndarray) -> np.ndarray:
     """True where a candidate lies on an existing shelter site or at an existing facility point."""
     out = np.zeros(len(xy), dtype=bool)
@@ -305,7 +371,7 @@ def _exclusion_mask(xy: np.ndarray) -> np.ndarray:
     return out
 
 
-def _load_candidates(source, spacing_m: float, region, area: list[str]) -> _Candidates:
+def _load_candidates(source, spacing_m: float, region, area: list[str], zone=None) -> _Candidates:
     per_capita = float(settings.GISPORTAL_RULES["shelter_per_capita_m2"]["emergency"])
     if source is None:
         xy = candidates_lattice(region, spacing_m)
@@ -333,17 +399,20 @@ def _load_candidates(source, spacing_m: float, region, area: list[str]) -> _Cand
         kind = "file"
         version = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     drop = _exclusion_mask(xy)
+    in_zone = _zone_mask(xy, zone) & ~drop
+    drop |= in_zone
     keep = np.flatnonzero(~drop)
     if len(xy) and not keep.size:
-        raise SitingInputError("candidates", "所有候选点都位于现有设施处，没有可选的新址",
-                               "every candidate lies at an existing facility; nothing to choose")
+        raise SitingInputError("candidates", "所有候选点都位于现有设施处或排除区域内，没有可选的新址",
+                               "every candidate lies at an existing facility or in an exclusion zone; "
+                               "nothing to choose")
     if len(keep) > MAX_CANDIDATES:
         raise SitingInputError("candidates", f"候选点过多（{len(keep)} > {MAX_CANDIDATES}）：请加大间距或选择区域",
                                f"too many candidates ({len(keep)} > {MAX_CANDIDATES}); widen the spacing or choose an area")
     if not keep.size:
         raise SitingInputError("candidates", "没有候选点（区域内没有网格？）", "no candidates (no grids in the area?)")
     return _Candidates(kind, [codes[i] for i in keep], [names[i] for i in keep], xy[keep], caps[keep],
-                       int(drop.sum()), version)
+                       int(drop.sum()), version, int(in_zone.sum()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,7 +475,8 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
                    area: str | Sequence[str] | None = None, existing: bool = True,
                    capacity: float | None = None, method: str = "euclidean", time_limit_s: float = 60.0,
                    curve_k: int | None = None, level: str | None = None, facility_kind: str | None = None,
-                   demand: str = "raster", user=None, progress: ProgressFn | None = None) -> dict:
+                   demand: str = "raster", exclude: str | Path | None = None, user=None,
+                   progress: ProgressFn | None = None) -> dict:
     """Choose new sites for shelters or fire stations, record the run as a Job, return the document.
 
     Parameters
@@ -439,6 +509,9 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
     demand : {"raster", "grids", "grid_points"}
         Raster cells (default; the grid lattice when no raster is active), the grid lattice, or one
         representative point per populated grid (see the module docstring).
+    exclude : path, optional
+        A GeoJSON file of lon/lat (Multi)Polygons: candidates inside them (boundary included) are
+        dropped (``candidates.excluded_zone`` counts them), whatever the candidate source.
     user : User, optional
     progress : callable(fraction, message), optional
 
@@ -453,7 +526,8 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
         ``solver`` (milp/heuristic), ``objective_value`` and ``bound`` (sites for LSCP, newly covered
         population for MCLP, served population for CMCLP; the bound is proven), ``population_existing``
         (before), ``share_existing``, ``existing_sites``, ``candidates{source, count, excluded,
-        spacing_m}``, ``demand{mode, requested, points}``, ``area``, ``reduced_shape``, ``seconds_total``,
+        spacing_m, excluded_zone}``, ``demand{mode, requested, points}``, ``area``, ``reduced_shape``,
+        ``seconds_total``,
         ``job_id``, ``data_version``, ``rules_version``. ``gap`` is null when undefined (objective 0).
 
     Raises
@@ -480,7 +554,11 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
             region = shapely.union_all(grids.geoms[in_area])
         else:
             region = shapely.union_all(grids.geoms)
-    cands = _load_candidates(candidates, spacing, region, area_codes)
+    zone, zone_version = None, None
+    if exclude is not None:
+        zone = exclusion_read(exclude)
+        zone_version = hashlib.sha256(Path(exclude).read_bytes()).hexdigest()[:16]
+    cands = _load_candidates(candidates, spacing, region, area_codes, zone)
     sites = _existing(kind, radius, level, facility_kind) if existing else None
     lines = None
     if method == "network":
@@ -492,12 +570,16 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
     data = {"grids": grids.version, "existing": sites.version if sites is not None else None,
             "candidates": cands.version, "population_surface": surface.sha256 if surface is not None else None,
             "roads": cov_svc.net_mod.network_version_key(lines)[:16] if lines is not None else None}
+    if zone_version is not None:  # (only then: the versions of runs without one stay as they were)
+        data["exclude"] = zone_version
     version = cov_svc.digest(sorted(data.items()))
     params = {"kind": kind, "objective": objective, "radius_m": radius, "p": p,
               "candidates": cands.source if candidates in (None, "layer") else f"file:{Path(candidates).name}",
               "spacing_m": spacing if candidates is None else None, "area": area_codes, "existing": existing,
               "capacity": cap_default, "method": method, "time_limit_s": limit, "curve_k": curve_k,
-              "level": level, "facility_kind": facility_kind, "demand": demand, "rules_version": rs.version,
+              "level": level, "facility_kind": facility_kind, "demand": demand,
+              "exclude": f"file:{Path(exclude).name}" if exclude is not None else None,
+              "rules_version": rs.version,
               "data": data}
     job = services.job_start(models.Job.Kind.SITING, params, user=user, data_version=version)
 
@@ -507,7 +589,8 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
         doc = {"kind": kind, "objective": objective, "radius_m": radius, "p": p, "existing": existing,
                "method": method, **doc,
                "candidates": {"source": cands.source, "count": len(cands.codes), "excluded": cands.excluded,
-                              "spacing_m": spacing if candidates is None else None},
+                              "spacing_m": spacing if candidates is None else None,
+                              "excluded_zone": cands.excluded_zone},
                "demand": {"mode": dem.mode, "requested": demand, "points": int(len(dem.xy))},
                "area": area_codes,
                "level": level, "facility_kind": facility_kind, "rules_version": rs.version,

@@ -180,7 +180,7 @@ def test_lscp_fire_stations_one_community_covers_every_coverable_point(demo):
     drop = excluded(lattice)
     cands = lattice[~drop]
     assert doc["candidates"] == {"source": "generated", "count": len(cands), "excluded": int(drop.sum()),
-                                 "spacing_m": 200.0}
+                                 "spacing_m": 200.0, "excluded_zone": 0}
 
     stations = np.array([g.coords[:2] for g in models.FireStation.objects.values_list("geom", flat=True)])
     sel = np.array([[s["x"], s["y"]] for s in doc["selected"]]).reshape(-1, 2)
@@ -521,3 +521,88 @@ def test_grid_points_demand_in_an_area_and_bad_demand(demo):
     assert doc["status"] == "optimal"
     code, out, err = run("fire_stations", "--objective", "lscp", "--radius-m", "500", "--demand", "buildings")
     assert code == 2 and "buildings" in err and out == ""
+
+
+# ------------------------------------------------------------------ exclusion zones
+def write_zone(path, polys_xy):
+    """A GeoJSON FeatureCollection of lon/lat polygons from rings in GIS_SRID."""
+    feats = [{"type": "Feature", "properties": {"name": f"禁建区{i}"},
+              "geometry": {"type": "Polygon", "coordinates": [to_lonlat(np.asarray(ring, float)).tolist()]}}
+             for i, ring in enumerate(polys_xy)]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}, ensure_ascii=False), encoding="utf-8")
+    t = Transformer.from_crs(4326, settings.GIS_SRID, always_xy=True)
+    return [shapely.Polygon(np.column_stack(t.transform(*to_lonlat(np.asarray(r, float)).T))) for r in polys_xy]
+
+
+def test_exclusion_zone_drops_the_candidates_inside(demo, tmp_path, client, django_user_model):
+    com = busiest_community()
+    _, region = community_mask(np.zeros((0, 2)), com.code)
+    x0, y0, x1, y1 = region.bounds
+    xm = (x0 + x1) / 2
+    ring = [(x0 - 10, y0 - 10), (xm, y0 - 10), (xm, y1 + 10), (x0 - 10, y1 + 10), (x0 - 10, y0 - 10)]
+    zone = write_zone(tmp_path / "zone.geojson", [ring])[0]
+    kw = dict(kind="fire_stations", objective="lscp", radius_m=R, area=com.code)
+    plain = svc.siting_compute(**kw)
+    doc = svc.siting_compute(**kw, exclude=str(tmp_path / "zone.geojson"))
+    lattice = svc.candidates_lattice(region, 200.0)
+    drop = excluded(lattice)
+    inside = np.array([zone.intersects(shapely.Point(p)) for p in lattice]) & ~drop
+    assert inside.sum() >= 3 and (~inside & ~drop).sum() >= 1
+    assert doc["candidates"]["excluded_zone"] == int(inside.sum())
+    assert doc["candidates"]["count"] == plain["candidates"]["count"] - int(inside.sum())
+    assert doc["candidates"]["excluded"] == plain["candidates"]["excluded"] + int(inside.sum())
+    sel = [shapely.Point(s["x"], s["y"]) for s in doc["selected"]]
+    assert not any(zone.intersects(p) for p in sel)
+    assert doc["status"] == "optimal" and doc["count"] >= plain["count"]  # fewer choices never need fewer sites
+    assert doc["data_version"] != plain["data_version"]
+    job = models.Job.objects.get(pk=doc["job_id"])
+    assert job.params["exclude"] == "file:zone.geojson" and job.params["data"]["exclude"]
+
+    code, out, err = run("fire_stations", "--objective", "lscp", "--radius-m", "500", "--area", com.code,
+                         "--exclude", str(tmp_path / "zone.geojson"), "--json")
+    assert code == 0, err
+    cmd = json.loads(out)
+    assert cmd["candidates"] == doc["candidates"] and cmd["selected"] == doc["selected"]
+
+    # the page: an uploaded exclusion file runs in the request
+    user = django_user_model.objects.create_user("999_siting_zone", password="x")
+    user.groups.add(services.roles_ensure()["emergency_official"])
+    client.force_login(user)
+    with open(tmp_path / "zone.geojson", "rb") as fh:
+        resp = client.post("/siting/", {"kind": "fire_stations", "objective": "lscp", "radius_m": "500",
+                                        "candidates": "generated", "exclude_file": fh, "area": com.code,
+                                        "existing": "on", "method": "euclidean", "spacing_m": "200",
+                                        "time_limit_s": "60", "demand": "raster"})
+    assert resp.status_code == 302, resp.content.decode()[:2000]
+    job = models.Job.objects.latest("pk")
+    assert job.result["candidates"] == doc["candidates"] and job.result["selected"] == doc["selected"]
+    html = client.get(resp["Location"]).content.decode()
+    assert f'<span id="excluded-zone">{inside.sum()}</span>' in html
+
+
+@pytest.mark.parametrize("geometry, needle", [
+    ({"type": "Point", "coordinates": [114.9, 40.8]}, "feature 1 is not a Polygon"),
+    ({"type": "Polygon", "coordinates": [[[40.80, 114.90], [40.80, 114.91], [40.81, 114.91], [40.80, 114.90]]]},
+     "(lat, lon)"),
+    ({"type": "Polygon", "coordinates": [[[573900.0, 4517100.0], [574000.0, 4517100.0], [574000.0, 4517200.0],
+                                          [573900.0, 4517100.0]]]}, "not lon/lat"),
+    ({"type": "Polygon", "coordinates": [[[114.90, 40.80], [114.91, 40.81], [114.91, 40.80], [114.90, 40.81],
+                                          [114.90, 40.80]]]}, "Self-intersection"),
+])
+def test_bad_exclusion_files_exit_2_with_the_feature_and_reason(tmp_path, geometry, needle):
+    f = tmp_path / "zone.geojson"
+    ok = {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[
+        [114.90, 40.80], [114.91, 40.80], [114.91, 40.81], [114.90, 40.80]]]}}
+    f.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": geometry}, ok]}), encoding="utf-8")
+    with pytest.raises(svc.SitingInputError) as exc:
+        svc.exclusion_read(f)
+    assert needle in exc.value.en and "1" in exc.value.zh
+    jobs = models.Job.objects.count()
+    code, out, err = run("fire_stations", "--objective", "lscp", "--radius-m", "500", "--exclude", str(f))
+    assert code == 2 and exc.value.zh in err and out == ""  # the command speaks Chinese by default
+    assert models.Job.objects.count() == jobs
+    f.write_bytes(b"\xff\xfe not json")
+    with pytest.raises(svc.SitingInputError) as exc:
+        svc.exclusion_read(f)
+    assert "cannot read exclusion file" in exc.value.en

@@ -1,12 +1,13 @@
 """manage.py site KIND --objective lscp|mclp|cmclp --radius-m M [--p N] [--candidates PATH|layer]
 [--spacing-m S] [--area CODES] [--no-existing] [--capacity N] [--time-limit S] [--curve K]
-[--method euclidean|network] [--demand raster|grids|grid_points] [--level L] [--facility-kind K] [--json]:
-where new shelters or micro fire stations should go (issue 6).
+[--method euclidean|network] [--demand raster|grids|grid_points] [--exclude PATH] [--level L]
+[--facility-kind K] [--json]: where new shelters or micro fire stations should go (issue 6).
 
 KIND: shelters or fire_stations. Without --candidates, candidates are generated on a lattice --spacing-m
 apart (default 200 m) inside the grids of --area (codes, comma-separated) or of the whole city. Demand is
 the raster's populated cells (default; the grids as a 100 m lattice when no raster is active), that
-lattice (--demand grids), or one representative point per populated grid (--demand grid_points). --json
+lattice (--demand grids), or one representative point per populated grid (--demand grid_points).
+--exclude: a GeoJSON file of lon/lat polygons where no new site may go (water, protected land). --json
 prints exactly one JSON document on stdout; otherwise a summary. Every run is recorded as a Job (kind
 "siting"). Exit status: 0 on success, 2 on bad input (reason on stderr).
 """
@@ -44,6 +45,8 @@ class Command(BaseCommand):
         parser.add_argument("--demand", default="raster",
                             help="raster (default; grids when no raster is active), grids (100 m lattice in "
                                  "the grids) or grid_points (one point per populated grid)")
+        parser.add_argument("--exclude", default=None,
+                            help="a GeoJSON file of lon/lat (Multi)Polygons: no candidate inside them")
         parser.add_argument("--level", default=None, help="count only existing shelters of this level")
         parser.add_argument("--facility-kind", dest="facility_kind", default=None,
                             help="count only existing fire stations of this kind, e.g. community_micro")
@@ -51,7 +54,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, kind, objective=None, radius_m=None, p=None, candidates=None, spacing_m="200",
                area=None, existing=True, capacity=None, time_limit="60", curve=None, method="euclidean",
-               level=None, facility_kind=None, demand="raster", json=False, **options):
+               level=None, facility_kind=None, demand="raster", exclude=None, json=False, **options):
         lang = translation.get_language() or "zh-hans"
         if objective is None:
             raise CommandError("请给出 --objective（lscp、mclp 或 cmclp）" if not lang.startswith("en") else
@@ -60,7 +63,7 @@ class Command(BaseCommand):
             doc = svc.siting_compute(kind=kind, objective=objective, radius_m=radius_m, p=p,
                                      candidates=candidates, spacing_m=spacing_m, area=area, existing=existing,
                                      capacity=capacity, method=method, time_limit_s=time_limit, curve_k=curve,
-                                     level=level, facility_kind=facility_kind, demand=demand)
+                                     level=level, facility_kind=facility_kind, demand=demand, exclude=exclude)
         except svc.SitingInputError as exc:
             raise CommandError(exc.message(lang), returncode=2) from None
         if json:
@@ -77,7 +80,8 @@ class Command(BaseCommand):
           f"distance  [job {doc['job_id']}, data {doc['data_version']}]")
         w(f"  demand: {doc['demand']['points']:,} {doc['demand']['mode']} points"
           + (f" in {', '.join(doc['area'])}" if doc["area"] else "")
-          + f"; candidates: {c['count']:,} ({c['source']}, {c['excluded']} at existing sites dropped); "
+          + f"; candidates: {c['count']:,} ({c['source']}, {c['excluded']} dropped at existing sites"
+          + (f" or in exclusion zones ({c['excluded_zone']})" if c.get("excluded_zone") else "") + "); "
           f"existing sites: {doc['existing_sites'] if doc['existing'] else 'ignored'}")
         gap = "-" if doc["gap"] is None else f"{doc['gap']:.2%}"
         w(f"  status {doc['status']} ({doc['solver']}), objective {doc['objective_value']:,.3f}, bound "
