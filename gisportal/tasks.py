@@ -18,6 +18,7 @@ returned is the id of the recorded run.
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -130,9 +131,17 @@ def _siting(job: Job) -> dict:
     kwargs = {k: job.params[k] for k in SITING_PARAMS if k in job.params}
     if kwargs.get("candidates") not in (None, "layer"):  # never a server path from a request
         raise _InputError("candidates", "候选点只能是自动生成或候选选址图层", "candidates: generated or \"layer\" only")
+    zone = job.params.get("exclude")  # inline GeoJSON (the API), written to a private file
+    if zone is not None and not isinstance(zone, dict):
+        raise _InputError("exclude_file", "排除区域应为 GeoJSON 对象", "exclude: a GeoJSON object")
     try:
-        with job_adopt(job):
-            return svc.siting_compute(**kwargs, user=job.user)
+        with tempfile.TemporaryDirectory(prefix="gisportal-siting-") as tmp:
+            if zone is not None:
+                path = Path(tmp) / "exclude.geojson"
+                path.write_text(json.dumps(zone), encoding="utf-8")
+                kwargs["exclude"] = str(path)
+            with job_adopt(job):
+                return svc.siting_compute(**kwargs, user=job.user)
     except svc.SitingInputError as exc:
         raise _InputError(exc.code, exc.zh, exc.en) from None
 

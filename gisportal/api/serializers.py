@@ -103,6 +103,10 @@ class CoverageRequest(serializers.Serializer):
     capacity = serializers.BooleanField(default=False)
 
 
+#: Largest inline exclusion-zone GeoJSON a siting request may carry (it is stored with the job).
+MAX_EXCLUDE_JSON = 1024 * 1024
+
+
 class SitingRequest(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["shelters", "fire_stations"])
     objective = serializers.ChoiceField(choices=["lscp", "mclp", "cmclp"])
@@ -115,14 +119,30 @@ class SitingRequest(serializers.Serializer):
     capacity = serializers.FloatField(required=False, allow_null=True, min_value=0.001)
     method = serializers.ChoiceField(choices=["euclidean", "network"], default="euclidean")
     demand = serializers.ChoiceField(choices=["raster", "grids", "grid_points"], default="raster")
+    exclude = serializers.JSONField(required=False, allow_null=True,
+                                    help_text="exclusion zones: a GeoJSON FeatureCollection of lon/lat (Multi)Polygons "
+                                              "(at most 1 MB); no candidate inside them")
     time_limit_s = serializers.FloatField(default=60.0, min_value=1.0, max_value=600.0)
     curve_k = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100)
     level = serializers.ChoiceField(choices=_choices(models.Shelter.Level.choices), required=False, allow_null=True)
     facility_kind = serializers.ChoiceField(choices=_choices(models.FireStation.Kind.choices), required=False,
                                             allow_null=True)
 
+    def validate_exclude(self, value):
+        if value is None:
+            return None
+        import json
+
+        if not isinstance(value, dict) or value.get("type") not in ("FeatureCollection", "Feature"):
+            raise serializers.ValidationError("应为 GeoJSON FeatureCollection（经纬度面）")
+        if len(json.dumps(value)) > MAX_EXCLUDE_JSON:
+            raise serializers.ValidationError(f"排除区域过大（上限 {MAX_EXCLUDE_JSON} 字节）")
+        return value
+
     def to_job_params(self) -> dict:
         d = dict(self.validated_data)
+        if d.get("exclude") is None:
+            d.pop("exclude", None)  # (so the job's params stay as they were without one)
         d["candidates"] = None if d["candidates"] == "generated" else "layer"
         d["area"] = d.get("area") or None
         return d

@@ -6,6 +6,7 @@ database backend and starts ``manage.py db_worker`` as a separate process, as pr
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -83,6 +84,49 @@ def test_siting_job(users, demo):
     assert tasks.siting_job.call(job.pk) == "failed"
     job.refresh_from_db()
     assert job.result["error"]["code"] == "candidates"
+
+
+@pytest.mark.django_db
+def test_siting_job_with_inline_exclusion_zones(users, demo, tmp_path):
+    """The API takes exclusion zones as inline GeoJSON (never a path); the same run as the service's."""
+    import shapely
+    from pyproj import Transformer
+
+    from layers import services_siting
+
+    community = models.Community.objects.filter(grids__population__gt=0).order_by("-population", "code").first()
+    x0, y0, x1, y1 = community.geom.extent
+    ring = [(x0 - 10, y0 - 10), ((x0 + x1) / 2, y0 - 10), ((x0 + x1) / 2, y1 + 10), (x0 - 10, y1 + 10)]
+    to_ll = Transformer.from_crs(settings.GIS_SRID, 4326, always_xy=True)
+    ll = [list(to_ll.transform(x, y)) for x, y in ring + ring[:1]]
+    zone = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ll]}}]}
+    req = {"kind": "fire_stations", "objective": "lscp", "radius_m": 500, "area": community.code,
+           "time_limit_s": 20}
+    c = client_for(users["emergency_official"])
+    plain = c.post(f"{API}/siting/", req, format="json").json()
+    resp = c.post(f"{API}/siting/", {**req, "exclude": zone}, format="json")
+    assert resp.status_code == 202, resp.content
+    job = resp.json()
+    assert job["status"] == "done", job["error"]
+    cands = job["result"]["candidates"]
+    assert cands["excluded_zone"] > 0
+    assert cands["count"] == plain["result"]["candidates"]["count"] - cands["excluded_zone"]
+    poly = shapely.Polygon(ring)
+    assert not any(poly.intersects(shapely.Point(s["x"], s["y"])) for s in job["result"]["selected"])
+    assert job["params"]["request"]["exclude"] == zone and job["params"]["exclude"] == "file:exclude.geojson"
+    # the service with the same zones as a file gives the same sites
+    path = tmp_path / "zone.geojson"
+    path.write_text(json.dumps(zone), encoding="utf-8")
+    direct = services_siting.siting_compute(kind="fire_stations", objective="lscp", radius_m=500,
+                                            area=community.code, exclude=str(path))
+    assert direct["selected"] == job["result"]["selected"] and direct["candidates"] == cands
+    # a bad zone: refused before any job, or the job fails with the reason
+    assert c.post(f"{API}/siting/", {**req, "exclude": [1, 2]}, format="json").status_code == 400
+    bad = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
+                                                      "geometry": {"type": "Point", "coordinates": ll[0]}}]}
+    job = c.post(f"{API}/siting/", {**req, "exclude": bad}, format="json").json()
+    assert job["status"] == "failed" and job["result"]["error"]["code"] == "exclude_file"
 
 
 @pytest.mark.django_db
