@@ -186,14 +186,20 @@ def _headline(doc: dict) -> list[tuple[str, str, str]]:
     gap = "-" if doc.get("gap") is None else f"{doc['gap']:.2%}"
     status = {"optimal": _g("已证明最优"), "time_limit": _g("达到时间限制"), "heuristic": _g("启发式")}.get(
         doc["status"], doc["status"])
+    solver = {"milp": "HiGHS MILP", "heuristic": _g("启发式解")}.get(doc["solver"], doc["solver"])
+    total = doc["population_total"] or 0.0
+    before = (_g("新增前覆盖"), "population_existing",
+              f"{doc['population_existing']:,.0f}（{doc['share_existing']:.1%}）")
+    if doc["objective"] == "cmclp" and doc.get("population_served_before") is not None:
+        v = doc["population_served_before"]  # served, like the row after it (not merely within reach)
+        before = (_g("新增前可安置"), "population_served_before", f"{v:,.0f}（{v / total if total else 0.0:.1%}）")
     rows = [(_g("新增选址"), "count", f"{doc['count']}"),
             (_g("总人口"), "population_total", f"{doc['population_total']:,.0f}"),
-            (_g("新增前覆盖"), "population_existing",
-             f"{doc['population_existing']:,.0f}（{doc['share_existing']:.1%}）"),
+            before,
             (_g("新增后覆盖") if doc["objective"] != "cmclp" else _g("新增后可安置"), "population_covered",
              f"{doc['population_covered']:,.0f}（{doc['share_covered']:.1%}）"),
             (_g("无法覆盖的人口"), "uncoverable_population", f"{doc['uncoverable_population']:,.0f}"),
-            (_g("求解状态"), "status", f"{status}（{doc['solver']}）"),
+            (_g("求解状态"), "status", f"{status}（{solver}）"),
             (_g("最优间隙"), "gap", gap), (_g("求解时间（秒）"), "seconds", f"{doc['seconds']:.2f}")]
     return rows
 

@@ -529,6 +529,8 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
         spacing_m, excluded_zone}``, ``demand{mode, requested, points}``, ``area``, ``reduced_shape``,
         ``seconds_total``,
         ``job_id``, ``data_version``, ``rules_version``. ``gap`` is null when undefined (objective 0).
+        For ``cmclp`` also ``population_served_existing`` (what existing sites serve in the solution)
+        and ``population_served_before`` (what they serve alone, before any new site).
 
     Raises
     ------
@@ -634,11 +636,16 @@ def _compute(objective, radius, p, dem, cands: _Candidates, sites, method, lines
             s["capacity"] = cap_of[s["code"]]
     curve = []
     curve_base = float(dem.pop[existing_mask].sum())
+    served_before = None
     if curve_k and objective == "cmclp":  # served with capacities, like the run itself
         c = siting.capacitated_curve(A, dem.pop, curve_k, caps,
                                      existing_capacity=None if sites is None else np.asarray(sites.capacity, float),
                                      existing_A=E, time_limit_s=limit)
-        curve_base = c.population_existing
+        curve_base = served_before = c.population_existing
+    elif objective == "cmclp":  # what the existing sites serve alone (p = 0: one assignment LP)
+        served_before = 0.0 if sites is None else siting.cmclp(
+            A, dem.pop, 0, caps, existing_capacity=np.asarray(sites.capacity, dtype=float), existing_A=E,
+            time_limit_s=limit).objective
     elif curve_k:
         c = siting.coverage_curve(A, dem.pop, curve_k, existing_mask, limit)
     if curve_k:
@@ -660,6 +667,7 @@ def _compute(objective, radius, p, dem, cands: _Candidates, sites, method, lines
            "reduced_shape": [int(v) for v in res.reduced_shape], "message": res.message}
     if objective == "cmclp":
         doc["population_served_existing"] = _r(res.population_existing)
+        doc["population_served_before"] = _r(served_before)
         doc["capacity_default"] = cap_default if cap_default is not None else DEFAULT_CANDIDATE_CAPACITY
     return doc
 

@@ -333,6 +333,11 @@ def test_cmclp_equals_brute_force_with_the_capacity_lp(hot, tmp_path):
     assert best > served_base + 100  # the new sites matter
     # the k-curve is served population too (capacities applied), each k by brute force
     assert doc["curve_measure"] == "served" and doc["curve_base"] == pytest.approx(served_base, abs=0.01)
+    assert doc["population_served_before"] == pytest.approx(served_base, abs=0.01)
+    again = svc.siting_compute(kind="shelters", objective="cmclp", radius_m=R, p=2,
+                               candidates=str(tmp_path / "c.geojson"), area=code)  # no curve: its own p = 0 run
+    assert again["population_served_before"] == pytest.approx(served_base, abs=0.01)
+    assert again["selected"] == doc["selected"]
     assert [c["k"] for c in doc["curve"]] == [1, 2, 3] and all(c["status"] == "optimal" for c in doc["curve"])
     assert [c["population_covered"] for c in doc["curve"]] == pytest.approx([best_k[k] for k in (1, 2, 3)], abs=0.01)
     assert doc["status"] == "optimal"
