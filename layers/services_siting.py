@@ -637,17 +637,21 @@ def _compute(objective, radius, p, dem, cands: _Candidates, sites, method, lines
     curve = []
     curve_base = float(dem.pop[existing_mask].sum())
     served_before = None
+
+    def curve_step(k: int, k_max: int) -> None:  # progress per k; raises JobCancelled when asked to stop
+        step(0.7 + 0.2 * k / k_max, f"curve: k = {k} of {k_max}")
+
     if curve_k and objective == "cmclp":  # served with capacities, like the run itself
         c = siting.capacitated_curve(A, dem.pop, curve_k, caps,
                                      existing_capacity=None if sites is None else np.asarray(sites.capacity, float),
-                                     existing_A=E, time_limit_s=limit)
+                                     existing_A=E, time_limit_s=limit, progress=curve_step)
         curve_base = served_before = c.population_existing
     elif objective == "cmclp":  # what the existing sites serve alone (p = 0: one assignment LP)
         served_before = 0.0 if sites is None else siting.cmclp(
             A, dem.pop, 0, caps, existing_capacity=np.asarray(sites.capacity, dtype=float), existing_A=E,
             time_limit_s=limit).objective
     elif curve_k:
-        c = siting.coverage_curve(A, dem.pop, curve_k, existing_mask, limit)
+        c = siting.coverage_curve(A, dem.pop, curve_k, existing_mask, limit, progress=curve_step)
     if curve_k:
         curve = [{"k": int(k), "population_covered": _r(v), "bound": _r(b), "status": st}
                  for k, v, b, st in zip(c.k.tolist(), c.population_covered.tolist(), c.bound.tolist(), c.status)]

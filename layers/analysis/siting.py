@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -1965,13 +1965,15 @@ def coverage_curve(
     time_limit_s: float = 60.0,
     *,
     exact: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> CoverageCurve:
     """Population covered with k = 1..k_max new sites (MCLP per k).
 
     With ``exact=None`` each k is solved with the MILP when the reduced instance is small
     (< 200,000 non-zeros), sharing ``time_limit_s``; otherwise the greedy order, swaps from its
     first k sites and a Lagrangian bound per k, sharing the time too (``status`` per k says whether
-    it is proven, ``method`` overall). Values are made non-decreasing in k.
+    it is proven, ``method`` overall). Values are made non-decreasing in k. ``progress(k, k_max)``
+    is called after each k (an exception it raises, e.g. a cancellation, stops the curve).
 
     Examples
     --------
@@ -1996,6 +1998,8 @@ def coverage_curve(
             _, v, b, st, _, _ = _mclp_reduced(red, int(k), now + max(share, 0.05), 1e-6, exact=True)
             vals[i], bnds[i] = v, b
             stats.append(st)
+            if progress is not None:
+                progress(int(k), int(ks.size))
     else:  # one greedy pass gives every k; then per k swaps from its prefix and a Lagrangian bound
         R, wr = red.A, red.pop
         total = float(wr.sum())
@@ -2013,6 +2017,8 @@ def coverage_curve(
                 lag, _ = _lagrangian_mclp(R, wr, int(k), vals[i], dl)  # a proven bound (>= vals[i])
                 bnds[i] = min(bnds[i], lag)
             stats.append("optimal" if _gap(vals[i], bnds[i]) <= 1e-6 else "heuristic")
+            if progress is not None:
+                progress(int(k), int(ks.size))
     vals = np.maximum.accumulate(vals) if vals.size else vals
     return CoverageCurve(k=ks, population_covered=base + vals, bound=base + bnds, status=tuple(stats),
                          method="exact" if exact else "greedy", population_existing=base,
@@ -2322,6 +2328,8 @@ def capacitated_curve(
     existing_capacity: ArrayLike | None = None,
     existing_A: ArrayLike | sp.sparray | sp.spmatrix | None = None,
     time_limit_s: float = 60.0,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> CoverageCurve:
     """Population *served* with k = 1..k_max new sites with capacities (:func:`cmclp` per k).
 
@@ -2332,6 +2340,7 @@ def capacitated_curve(
     sites plus any other site is one with k + 1: adding a site never lowers the maximum flow) and
     bounds non-decreasing from the right (the optimum with k sites is at most that with more).
     ``method`` is ``"exact"`` unless some k is an unproven greedy (status ``"heuristic"``).
+    ``progress(k, k_max)`` is called after each k (an exception it raises stops the curve).
 
     Examples
     --------
@@ -2355,6 +2364,8 @@ def capacitated_curve(
                     time_limit_s=max(share, 0.05))
         vals[i], bnds[i] = res.objective, res.bound
         stats.append(res.status)
+        if progress is not None:
+            progress(int(k), int(ks.size))
     if vals.size:
         vals = np.maximum.accumulate(np.maximum(vals, base.objective))
         bnds = np.minimum.accumulate(np.maximum(bnds, vals)[::-1])[::-1]

@@ -144,6 +144,35 @@ def test_cancel_while_running_marks_cancelled_and_keeps_no_result(users, demo, m
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("objective", ["mclp", "cmclp"])
+def test_cancel_during_the_siting_curve_stops_after_that_k(users, demo, monkeypatch, objective):
+    """The k-curve reports progress per k and stops at the next k once cancellation is asked."""
+    from layers.analysis import siting
+
+    seen = []
+    name = "capacitated_curve" if objective == "cmclp" else "coverage_curve"
+    original = getattr(siting, name)
+
+    def curve_then_cancel(*args, progress=None, **kwargs):
+        def spy(k, k_max):
+            seen.append(Job.objects.filter(status=Job.Status.RUNNING).values_list("progress", "message").first())
+            if k == 2:
+                Job.objects.filter(status=Job.Status.RUNNING).update(cancel_requested=True)
+            progress(k, k_max)
+        return original(*args, progress=spy, **kwargs)
+
+    monkeypatch.setattr(siting, name, curve_then_cancel)
+    community = models.Community.objects.filter(grids__population__gt=0).order_by("code").first()
+    resp = client_for(users["emergency_official"]).post(f"{API}/siting/", {
+        "kind": "shelters", "objective": objective, "p": 1, "radius_m": 500, "area": community.code,
+        "curve_k": 5, "time_limit_s": 20}, format="json")
+    job = resp.json()
+    assert job["status"] == "cancelled" and job["result"] is None and job["cancel_requested"]
+    assert len(seen) == 2  # k = 1 went through, k = 2 was the last; k = 3..5 never ran
+    assert seen[1][1] == "curve: k = 1 of 5" and 0.7 < seen[1][0] < 0.9
+
+
+@pytest.mark.django_db
 def test_cancel_queued_job_and_permissions(users):
     job = tasks.job_queue(Job.Kind.COVERAGE, dict(COVERAGE), user=users["emergency_official"])
     other = client_for(users["planner"])
