@@ -203,6 +203,33 @@ def _cap_of(props: dict, per_capita_m2: float) -> float:
     return float("nan")
 
 
+def _read_features(path: str | Path, code: str, zh: str, en: str) -> list:
+    """The features of a GeoJSON file (a FeatureCollection or one Feature), at most
+    ``MAX_CANDIDATES_FILE`` bytes; :class:`SitingInputError` ``code`` naming the file (``zh`` / ``en``:
+    what the file is, e.g. 候选文件 / candidates file) when it cannot be read or holds no features."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > MAX_CANDIDATES_FILE:
+            raise SitingInputError(code, f"{zh}过大（{size} 字节）", f"{en} too large ({size} bytes)")
+        doc = json.loads(p.read_bytes().decode("utf-8-sig"))
+    except SitingInputError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SitingInputError(code, f"无法读取{zh} {p.name}：{type(exc).__name__}",
+                               f"cannot read {en} {p.name}: {exc}") from None
+    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
+        feats = doc.get("features")
+    elif isinstance(doc, dict) and doc.get("type") == "Feature":
+        feats = [doc]
+    else:
+        feats = None
+    if not isinstance(feats, list) or not feats:
+        raise SitingInputError(code, f"{p.name} 不是含要素的 GeoJSON FeatureCollection",
+                               f"{p.name} is not a GeoJSON FeatureCollection with features")
+    return feats
+
+
 def candidates_read(path: str | Path) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """Read a GeoJSON file of lon/lat candidate points: (codes, names, xy in GIS_SRID, capacity).
 
@@ -211,27 +238,7 @@ def candidates_read(path: str | Path) -> tuple[list[str], list[str], np.ndarray,
     :class:`SitingInputError` for an unreadable file, non-point features, coordinates that are not
     lon/lat in China (swapped axes are named as such) or duplicate codes.
     """
-    p = Path(path)
-    try:
-        size = p.stat().st_size
-        if size > MAX_CANDIDATES_FILE:
-            raise SitingInputError("candidates_file", f"候选文件过大（{size} 字节）",
-                                   f"candidates file too large ({size} bytes)")
-        doc = json.loads(p.read_bytes().decode("utf-8-sig"))
-    except SitingInputError:
-        raise
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SitingInputError("candidates_file", f"无法读取候选文件 {p.name}：{type(exc).__name__}",
-                               f"cannot read candidates file {p.name}: {exc}") from None
-    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
-        feats = doc.get("features")
-    elif isinstance(doc, dict) and doc.get("type") == "Feature":
-        feats = [doc]
-    else:
-        feats = None
-    if not isinstance(feats, list) or not feats:
-        raise SitingInputError("candidates_file", f"{p.name} 不是含要素的 GeoJSON FeatureCollection",
-                               f"{p.name} is not a GeoJSON FeatureCollection with features")
+    feats = _read_features(path, "candidates_file", "候选文件", "candidates file")
     if len(feats) > MAX_CANDIDATES:
         raise SitingInputError("candidates_file", f"候选点过多（{len(feats)} > {MAX_CANDIDATES}）",
                                f"too many candidates ({len(feats)} > {MAX_CANDIDATES})")
@@ -274,27 +281,7 @@ def exclusion_read(path: str | Path):
     private land, hazards): their union in GIS_SRID. Raises :class:`SitingInputError` naming the
     feature for an unreadable file, a non-polygon, coordinates that are not lon/lat in China
     (swapped axes are named as such) or an invalid polygon (with GEOS's reason)."""
-    p = Path(path)
-    try:
-        size = p.stat().st_size
-        if size > MAX_CANDIDATES_FILE:
-            raise SitingInputError("exclude_file", f"排除区域文件过大（{size} 字节）",
-                                   f"exclusion file too large ({size} bytes)")
-        doc = json.loads(p.read_bytes().decode("utf-8-sig"))
-    except SitingInputError:
-        raise
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SitingInputError("exclude_file", f"无法读取排除区域文件 {p.name}：{type(exc).__name__}",
-                               f"cannot read exclusion file {p.name}: {exc}") from None
-    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
-        feats = doc.get("features")
-    elif isinstance(doc, dict) and doc.get("type") == "Feature":
-        feats = [doc]
-    else:
-        feats = None
-    if not isinstance(feats, list) or not feats:
-        raise SitingInputError("exclude_file", f"{p.name} 不是含要素的 GeoJSON FeatureCollection",
-                               f"{p.name} is not a GeoJSON FeatureCollection with features")
+    feats = _read_features(path, "exclude_file", "排除区域文件", "exclusion file")
     to_srid = _to_srid()
     polys = []
     for i, f in enumerate(feats):

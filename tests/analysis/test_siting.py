@@ -291,13 +291,19 @@ def test_capacitated_curve_equals_brute_force_per_k(seed):
     assert np.all(curve.population_covered <= covered.population_covered + 1e-6)
 
 
+def capacitated_instance(seed):
+    """A small capacitated instance with 2 existing sites: (A, pop, E, cap, ecap)."""
+    rng = np.random.default_rng(seed)
+    A, pop, _ = random_instance(seed, n_max=10, q_max=6, density=0.35)
+    E = sp.csr_array((rng.random((A.shape[0], 2)) < 0.3).astype(np.int8))
+    cap, ecap = rng.integers(5, 40, A.shape[1]).astype(float), rng.integers(5, 40, 2).astype(float)
+    return A, pop, E, cap, ecap
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_capacitated_curve_greedy_path_is_bounded(seed, monkeypatch):
     monkeypatch.setattr(siting, "_CMCLP_MILP_MAX_NNZ", 0)  # every k takes the no-MILP path
-    rng = np.random.default_rng(700 + seed)
-    A, pop, _ = random_instance(700 + seed, n_max=10, q_max=6, density=0.35)
-    E = sp.csr_array((rng.random((A.shape[0], 2)) < 0.3).astype(np.int8))
-    cap, ecap = rng.integers(5, 40, A.shape[1]).astype(float), rng.integers(5, 40, 2).astype(float)
+    A, pop, E, cap, ecap = capacitated_instance(700 + seed)
     curve = siting.capacitated_curve(A, pop, 3, cap, existing_capacity=ecap, existing_A=E)
     assert curve.method == ("greedy" if "heuristic" in curve.status else "exact")
     assert np.all(np.diff(curve.population_covered) >= 0) and np.all(np.diff(curve.bound) >= 0)
@@ -685,10 +691,7 @@ def test_decomposed_lscp_component_cut_by_time_limit(monkeypatch):
 @pytest.mark.parametrize("seed", range(10))
 def test_cmclp_greedy_path_bounds_brute_force(seed, monkeypatch):
     monkeypatch.setattr(siting, "_CMCLP_MILP_MAX_NNZ", 0)  # every instance takes the no-MILP path
-    rng = np.random.default_rng(300 + seed)
-    A, pop, _ = random_instance(300 + seed, n_max=10, q_max=6, density=0.35)
-    E = sp.csr_array((rng.random((A.shape[0], 2)) < 0.3).astype(np.int8))
-    cap, ecap = rng.integers(5, 40, A.shape[1]).astype(float), rng.integers(5, 40, 2).astype(float)
+    A, pop, E, cap, ecap = capacitated_instance(300 + seed)
     p = 1 + seed % 3
     opt = bf_cmclp(A, pop, p, cap, E, ecap)
     res = siting.cmclp(A, pop, p, cap, existing_capacity=ecap, existing_A=E)
