@@ -176,8 +176,8 @@ def siting_result(request: HttpRequest, pk: int) -> HttpResponse:
     ctx = {"form": form, "job": job, "doc": doc, "recent": _recent(), "headline": _headline(doc),
            "curve_svg": curve_svg(doc),
            "exports": [(label, reverse("siting_export", kwargs={"pk": job.pk, "fmt": fmt}))
-                       for label, fmt in [("GeoJSON", "geojson"), ("CSV", "csv"), ("KML", "kml"),
-                                          (_g("完整结果 JSON"), "json")]]}
+                       for label, fmt in [("GeoJSON", "geojson"), ("GeoPackage", "gpkg"), ("CSV", "csv"),
+                                          ("KML", "kml"), (_g("完整结果 JSON"), "json")]]}
     return render(request, "siting/page.html", ctx)
 
 
@@ -282,7 +282,8 @@ def siting_map(request: HttpRequest, pk: int) -> HttpResponse:
 @permission_required(PERMISSION, raise_exception=True)
 @require_GET
 def siting_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
-    """The chosen sites as ``geojson`` (EPSG:4326), ``csv``, ``kml``, or ``json`` (the whole run)."""
+    """The chosen sites as ``geojson`` (EPSG:4326), ``gpkg`` (layer ``sites``), ``csv``, ``kml``, or ``json``
+    (the whole run)."""
     job = _job(pk)
     doc = job.result
     name = f"siting-{job.pk}"
@@ -294,6 +295,11 @@ def siting_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
         resp = HttpResponse("\ufeff" + svc.result_csv(doc), content_type="text/csv; charset=utf-8")
     elif fmt == "kml":
         resp = HttpResponse(svc.result_kml(doc), content_type="application/vnd.google-earth.kml+xml; charset=utf-8")
+    elif fmt == "gpkg":
+        with tempfile.TemporaryDirectory(prefix="gisportal-siting-") as tmp:  # mode 0700
+            out = Path(tmp) / f"{name}.gpkg"
+            svc.result_gpkg(doc, out)
+            resp = HttpResponse(out.read_bytes(), content_type="application/geopackage+sqlite3")
     elif fmt == "json":
         resp = JsonResponse({"job": {"id": job.pk, "params": job.params, "data_version": job.data_version,
                                      "created_at": job.created_at.isoformat()}, "result": doc},

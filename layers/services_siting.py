@@ -66,7 +66,7 @@ from .analysis import siting
 
 __all__ = [
     "KINDS", "OBJECTIVES", "METHODS", "DEMANDS", "SitingInputError", "siting_compute", "candidates_read",
-    "candidates_lattice", "result_geojson", "result_csv", "result_kml",
+    "candidates_lattice", "result_geojson", "result_csv", "result_kml", "result_gpkg",
 ]
 
 KINDS = ("shelters", "fire_stations")
@@ -683,6 +683,23 @@ def result_geojson(doc: dict) -> dict:
                                      "job_id", "data_version")}
     return {"type": "FeatureCollection", "name": f"siting-{doc.get('kind')}-{doc.get('objective')}",
             "siting": meta, "features": feats}
+
+
+def result_gpkg(doc: dict, path) -> int:
+    """Write the chosen sites as a GeoPackage at ``path`` (layer ``sites``, points in lon/lat EPSG:4326
+    like every other export, the fields of the CSV); returns the rows written. An empty selection
+    still gives the layer, with no rows."""
+    import pyogrio.raw
+
+    rows = list(_site_rows(doc))
+    keys = [k for k in _SITE_FIELDS if k not in ("lon", "lat")]
+    _, data = cov_svc._ogr_columns([{k: r[k] for k in keys} for r in rows] or [{k: None for k in keys}])
+    if not rows:
+        data = [d[:0] for d in data]
+    wkb = np.array([shapely.to_wkb(shapely.Point(r["lon"], r["lat"])) for r in rows], dtype=object)
+    pyogrio.raw.write(str(path), wkb, data, keys, driver="GPKG", layer="sites", crs="EPSG:4326",
+                      geometry_type="Point")
+    return len(rows)
 
 
 def _csv_cell(v):

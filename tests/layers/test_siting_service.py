@@ -296,6 +296,21 @@ def test_command_service_and_page_agree(mclp_case, client, django_user_model):
     assert [r["code"] for r in rows] == [s["code"] for s in doc["selected"]]
     kml = client.get(f"/siting/jobs/{job.pk}.kml").content.decode()
     assert kml.count("<Placemark>") == doc["count"]
+    # GeoPackage: read back with GDAL (pyogrio), a layer of points in lon/lat with the CSV's fields
+    import pyogrio
+
+    resp = client.get(f"/siting/jobs/{job.pk}.gpkg")
+    assert resp.status_code == 200 and resp["Content-Type"] == "application/geopackage+sqlite3"
+    out = Path(path).parent / "sites.gpkg"
+    out.write_bytes(resp.content)
+    assert [name for name, _ in pyogrio.list_layers(out)] == ["sites"]
+    meta, _, geoms, fields = pyogrio.raw.read(out, layer="sites")
+    assert meta["crs"] == "EPSG:4326" and meta["geometry_type"] == "Point"
+    cols = dict(zip(meta["fields"], fields))
+    assert cols["code"].tolist() == [s["code"] for s in doc["selected"]]
+    assert cols["added_population"].tolist() == pytest.approx([s["added_population"] for s in doc["selected"]])
+    pts = shapely.from_wkb(geoms)
+    assert np.allclose(shapely.get_coordinates(pts), [[s["lon"], s["lat"]] for s in doc["selected"]], atol=1e-9)
 
 
 def test_page_needs_login_and_permission(client, django_user_model):
@@ -611,3 +626,11 @@ def test_bad_exclusion_files_exit_2_with_the_feature_and_reason(tmp_path, geomet
     with pytest.raises(svc.SitingInputError) as exc:
         svc.exclusion_read(f)
     assert "cannot read exclusion file" in exc.value.en
+
+
+def test_gpkg_of_an_empty_selection_still_has_the_layer(tmp_path):
+    import pyogrio
+
+    assert svc.result_gpkg({"selected": []}, tmp_path / "e.gpkg") == 0
+    assert [name for name, _ in pyogrio.list_layers(tmp_path / "e.gpkg")] == ["sites"]
+    assert pyogrio.read_info(tmp_path / "e.gpkg", layer="sites")["features"] == 0
