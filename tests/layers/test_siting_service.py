@@ -288,7 +288,11 @@ def test_command_service_and_page_agree(mclp_case, client, django_user_model):
     html = page.content.decode()
     # no CDN host (not a bare "cdn": a random CSRF token on the page may contain those letters)
     assert "<svg" in html and cmd["selected"][0]["code"] in html and not re.search(r"cdn[.\-/]|unpkg\.com", html, re.I)
-    assert client.get(f"/siting/jobs/{job.pk}/map/").status_code == 200
+    mp = client.get(f"/siting/jobs/{job.pk}/map/")
+    assert mp.status_code == 200
+    html_map = mp.content.decode()
+    # the existing shelters' reach (before) is drawn as one GeoJSON outline beside the new sites' circles
+    assert ("现有服务范围" in html_map or "\\u73b0\\u6709" in html_map) and "L.geoJson" in html_map
     gj = json.loads(client.get(f"/siting/jobs/{job.pk}.geojson").content)
     assert [f["properties"]["code"] for f in gj["features"]] == [s["code"] for s in doc["selected"]]
     assert gj["features"][0]["geometry"]["coordinates"] == [doc["selected"][0]["lon"], doc["selected"][0]["lat"]]
