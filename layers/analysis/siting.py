@@ -2070,6 +2070,22 @@ def _assignment_lp(B: sp.csr_array, w: NDArray[np.float64], cap: NDArray[np.floa
     return float(-res.fun), np.asarray(res.x), True
 
 
+def _open_assignment(ecol: NDArray[np.intp], erow: NDArray[np.intp], m: int, n_cols: int,
+                     open_cols: NDArray[np.intp], w: NDArray[np.float64], cap: NDArray[np.float64],
+                     time_limit_s: float) -> tuple[float, NDArray[np.float64], bool]:
+    """The assignment LP (:func:`_assignment_lp`) with only ``open_cols`` open, on a coverage matrix
+    given by its entries (column ``ecol``, row ``erow``, row-major): (served, flow per entry of the
+    whole matrix with zeros on closed columns, solved)."""
+    keep = np.isin(ecol, open_cols)
+    sub = sp.csr_array((np.ones(int(keep.sum())), ecol[keep], np.concatenate(
+        [[0], np.cumsum(np.bincount(erow[keep], minlength=m))])), shape=(m, n_cols))
+    val, f_sub, ok = _assignment_lp(sub, w, cap, time_limit_s)
+    flow = np.zeros(ecol.size)
+    if ok:
+        flow[np.flatnonzero(keep)] = f_sub
+    return val, flow, ok
+
+
 def _cmclp_greedy(B: sp.csr_array, w: NDArray[np.float64], cap: NDArray[np.float64], q: int, p: int,
                   time_limit_s: float) -> tuple[NDArray[np.intp], float, str]:
     """CMCLP without the MILP (too large): (chosen candidate columns, upper bound, message).
@@ -2232,10 +2248,8 @@ def cmclp(
         # (existing sites alone + the p largest min(capacity, reach)) and no MILP is needed.
         sel_g, bound_g, _ = _cmclp_greedy(Bk, wk, cap, q, p_eff,
                                           max(deadline - time.perf_counter(), _ASSIGN_MIN_S))
-        open_e = np.isin(ecol, np.concatenate([sel_g, np.arange(q, q + ne)]))
-        sub_g = sp.csr_array((np.ones(int(open_e.sum())), ecol[open_e], np.concatenate(
-            [[0], np.cumsum(np.bincount(erow[open_e], minlength=m))])), shape=(m, q + ne))
-        val_g, f_g, ok_g = _assignment_lp(sub_g, wk, cap, max(deadline - time.perf_counter(), _ASSIGN_MIN_S))
+        val_g, f_g, ok_g = _open_assignment(ecol, erow, m, q + ne, np.concatenate([sel_g, np.arange(q, q + ne)]),
+                                            wk, cap, max(deadline - time.perf_counter(), _ASSIGN_MIN_S))
         if ok_g and _gap(val_g, max(bound_g, val_g)) <= mip_rel_gap:
             sel_r, bound = sel_g, bound_g
             msg = "greedy meets the bound (existing sites alone + the p largest min(capacity, reach))"
@@ -2261,8 +2275,7 @@ def cmclp(
             integ = np.concatenate([np.ones(q), np.zeros(nnz)])
             x0 = None
             if ok_g:  # the greedy as HiGHS's start solution (x of its sites, z its assignment)
-                z0 = np.zeros(nnz)
-                z0[np.flatnonzero(open_e)] = np.minimum(np.maximum(f_g, 0.0), zub[open_e])
+                z0 = np.minimum(np.maximum(f_g, 0.0), zub)
                 x0 = np.concatenate([np.isin(np.arange(q), sel_g).astype(np.float64), z0])
             st, x, dual, msg = _run_milp(c, cons, bnds, integ, deadline - time.perf_counter(), mip_rel_gap, x0)
             total = float(min(wk.sum(), cap[:q].sum() + ecap.sum()))
@@ -2279,16 +2292,12 @@ def cmclp(
                 method = "heuristic"
                 flow = np.zeros(nnz)
     if m and nnz:
-        open_cols = np.concatenate([sel_r, np.arange(q, q + ne)])
-        keep_e = np.isin(ecol, open_cols)
         # Re-solve the assignment exactly for the chosen sites (cleans MILP tolerances); it
         # defines every reported figure, so it gets at least _ASSIGN_MIN_S even after the limit.
-        sub = sp.csr_array((np.ones(int(keep_e.sum())), ecol[keep_e], np.concatenate(
-            [[0], np.cumsum(np.bincount(erow[keep_e], minlength=m))])), shape=(m, q + ne))
-        val, f_sub, ok = _assignment_lp(sub, wk, cap, max(deadline - time.perf_counter(), _ASSIGN_MIN_S))
+        val, f_open, ok = _open_assignment(ecol, erow, m, q + ne, np.concatenate([sel_r, np.arange(q, q + ne)]),
+                                           wk, cap, max(deadline - time.perf_counter(), _ASSIGN_MIN_S))
         if ok:
-            flow = np.zeros(nnz)
-            flow[np.flatnonzero(keep_e)] = f_sub
+            flow = f_open
         else:  # keep the MILP's own flow (zeros for the heuristic): never more than is feasible
             flow = np.clip(flow, 0.0, None)
             val = float(flow.sum())
