@@ -6,6 +6,7 @@ import contextvars
 import hashlib
 import secrets
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -264,6 +265,28 @@ def job_progress(job: models.Job, fraction: float, message: str = "") -> None:
     models.Job.objects.filter(pk=job.pk).update(progress=max(0.0, min(1.0, fraction)), message=message[:200])
     if models.Job.objects.filter(pk=job.pk, cancel_requested=True).exists():
         raise JobCancelled(job.pk)
+
+
+def job_stop_poll(job: models.Job, every_s: float = 1.0) -> Callable[[], bool]:
+    """A cheap "was cancellation asked?" for long computations to poll (``siting.interruptible``).
+
+    It reads the Job row at most once per ``every_s`` seconds, and only from the thread that made it
+    (a solver may call it from its own threads, which must not open database connections); other
+    threads, and the calls in between, get the last answer. The job is then stopped at its next
+    ``step``, which raises JobCancelled."""
+    import threading
+
+    owner = threading.get_ident()
+    state = {"at": time.monotonic(), "asked": False}
+
+    def asked() -> bool:
+        now = time.monotonic()
+        if not state["asked"] and threading.get_ident() == owner and now - state["at"] >= every_s:
+            state["at"] = now
+            state["asked"] = models.Job.objects.filter(pk=job.pk, cancel_requested=True).exists()
+        return state["asked"]
+
+    return asked
 
 
 @contextlib.contextmanager

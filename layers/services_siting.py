@@ -574,7 +574,9 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
 
     with services.job_recording(job, progress) as step:
         step(0.1, "data loaded")
-        doc = _compute(objective, radius, p, dem, cands, sites, method, lines, limit, curve_k, cap_default, step)
+        with siting.interruptible(services.job_stop_poll(job)):  # a cancel stops the solver within ~a second
+            doc = _compute(objective, radius, p, dem, cands, sites, method, lines, limit, curve_k, cap_default,
+                           step)
         doc = {"kind": kind, "objective": objective, "radius_m": radius, "p": p, "existing": existing,
                "method": method, **doc,
                "candidates": {"source": cands.source, "count": len(cands.codes), "excluded": cands.excluded,

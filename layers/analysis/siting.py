@@ -55,6 +55,8 @@ result is ``"optimal"`` only when every component is proven.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -79,6 +81,7 @@ __all__ = [
     "coverage_curve",
     "greedy_lscp",
     "greedy_mclp",
+    "interruptible",
     "lscp",
     "mclp",
     "reduce_instance",
@@ -90,6 +93,61 @@ _COL_BLOCK = 1024  # columns per block in the column-dominance product
 _ROW_DOM_WORK = 3e8  # exact row dominance (A A^T) only up to this many multiply-adds
 _EXACT_CURVE_NNZ = 200_000  # coverage_curve solves exactly per k when the reduced nnz is below this
 _ILS_MIN_NNZ = 20_000  # MCLP: iterated swaps before HiGHS from this many reduced non-zeros
+
+
+# ---------------------------------------------------------------------------------------------
+# Interruption: a caller's "stop now" turns every deadline into one already past
+# ---------------------------------------------------------------------------------------------
+_STOPPED_S = 1e7  # once stopped, the clock reads this much later: every deadline (< 115 days) has passed
+
+
+class _Stop:
+    """The stop request of one :func:`interruptible` block: ``should_stop`` is polled, and latched."""
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+        self.stopped = False
+
+    def check(self) -> bool:
+        if not self.stopped and self.should_stop():
+            self.stopped = True
+        return self.stopped
+
+
+_STOP: contextvars.ContextVar[_Stop | None] = contextvars.ContextVar("siting_stop", default=None)
+
+
+@contextlib.contextmanager
+def interruptible(should_stop: Callable[[], bool]) -> Iterator[_Stop]:
+    """Let ``should_stop()`` end the solves run inside the block early, e.g. when a job is cancelled.
+
+    Every time budget in this module is checked against :func:`_now`, which jumps past all deadlines
+    once ``should_stop()`` has returned true (it is then not called again), and HiGHS gets an
+    interrupt callback polling the same function; the solves return at once with what they have,
+    as if their time limit had passed (status ``"time_limit"`` unless already proven). The caller
+    sees ``stopped`` on the yielded object and should discard such a result. ``should_stop`` is
+    called often, from the solving thread and possibly from HiGHS's threads: keep it cheap (rate-limit
+    any I/O) and thread-safe. SciPy's ``linprog`` (some LP bounds) cannot be interrupted; it stops
+    at its own time limit.
+    """
+    stop = _Stop(should_stop)
+    token = _STOP.set(stop)
+    try:
+        yield stop
+    finally:
+        _STOP.reset(token)
+
+
+def _stopped() -> bool:
+    """True once an :func:`interruptible` block's caller asked to stop."""
+    stop = _STOP.get()
+    return stop is not None and stop.check()
+
+
+def _now() -> float:
+    """``time.perf_counter()``, or a time past every deadline once an :func:`interruptible` block's
+    caller asked to stop. Used for every deadline check (budgets start from the real clock)."""
+    return time.perf_counter() + (_STOPPED_S if _stopped() else 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,7 +542,7 @@ def reduce_instance(
         w_r = w_r[keep_rows]
 
     changed = True
-    while changed and M.shape[0] and M.shape[1]:
+    while changed and M.shape[0] and M.shape[1] and not _stopped():  # each round is exact on its own
         changed = False
         first, inverse = _merge_identical_rows(M)
         if first.size < M.shape[0]:
@@ -599,7 +657,7 @@ def _two_for_one(A: sp.csr_array, cover: NDArray[np.intp], deadline: float) -> N
     Ac = A.tocsc()
     At = sp.csr_array(A.T).astype(np.float64)
     cur = _drop_redundant(Ac, np.unique(np.asarray(cover, dtype=np.intp)))
-    while cur.size >= 2 and time.perf_counter() < deadline:
+    while cur.size >= 2 and _now() < deadline:
         As = A[:, cur].tocsr()
         cnt = np.diff(As.indptr)
         uniq = np.flatnonzero(cnt == 1)
@@ -654,7 +712,7 @@ def _lns_cover(A: sp.csr_array, cover: NDArray[np.intp], deadline: float, hops: 
     def rows_of(cols: NDArray[np.intp]) -> NDArray[np.intp]:
         return np.concatenate([Ac.indices[Ac.indptr[j] : Ac.indptr[j + 1]] for j in cols])
 
-    while time.perf_counter() < deadline - 0.05 and in_s.any():
+    while _now() < deadline - 0.05 and in_s.any():
         cols = np.array([int(rng.choice(np.flatnonzero(in_s)))], dtype=np.intp)
         for _ in range(hops):
             cols = np.unique(A[np.unique(rows_of(cols))].indices).astype(np.intp)
@@ -667,7 +725,7 @@ def _lns_cover(A: sp.csr_array, cover: NDArray[np.intp], deadline: float, hops: 
         S = sp.csr_array((sub.data, loc[sub.indices], sub.indptr), shape=(lost.size, sc.size))
         cons = [LinearConstraint(S, lb=np.ones(lost.size), ub=np.inf)]
         st, x, _, _ = _run_milp(np.ones(sc.size), cons, Bounds(0, 1), np.ones(sc.size),
-                                min(sub_limit_s, deadline - time.perf_counter()), 1e-9,
+                                min(sub_limit_s, deadline - _now()), 1e-9,
                                 np.isin(sc, out).astype(np.float64))
         if x is None:
             continue
@@ -738,7 +796,7 @@ def _swap_search(
     c = np.asarray(Ac[:, S].sum(axis=1)).reshape(-1).astype(np.int64)
     total = float(w.sum())
     for _ in range(max_iter):
-        if time.perf_counter() > deadline:
+        if _now() > deadline:
             break
         gain = np.asarray(A.T @ (w * (c == 0)), dtype=np.float64).reshape(-1)
         r1 = np.flatnonzero(c == 1)  # rows covered exactly once: only they can be lost
@@ -896,6 +954,16 @@ def _run_highs(c, cons, bounds, integrality, time_limit_s: float, mip_rel_gap: f
     lp.integrality_ = [highspy.HighsVarType.kInteger if v else highspy.HighsVarType.kContinuous
                        for v in integ]
     h.passModel(lp)
+    stop = _STOP.get()
+    if stop is not None:  # the caller's stop request interrupts simplex, IPM and the MIP search
+
+        def _interrupt(e):
+            if stop.check():
+                e.interrupt()
+
+        h.cbSimplexInterrupt += _interrupt
+        h.cbIpmInterrupt += _interrupt
+        h.cbMipInterrupt += _interrupt
     if x0 is not None:
         sol = highspy.HighsSolution()
         sol.col_value = np.asarray(x0, dtype=np.float64).tolist()
@@ -1038,7 +1106,7 @@ def _lagrangian_lscp(
             cov = _lagrangian_greedy(A, Ac, u)
             if cov.size < ub:
                 ub, best_cover = float(cov.size), cov
-        if lam < 1e-4 or time.perf_counter() > deadline or np.ceil(best_L - 1e-6) >= ub:
+        if lam < 1e-4 or _now() > deadline or np.ceil(best_L - 1e-6) >= ub:
             break
         x = (rc < 0).astype(np.float64)
         g = 1.0 - np.asarray(Af @ x, dtype=np.float64)
@@ -1146,7 +1214,7 @@ def _lscp_reduced(
     best = greedy0 = _greedy_cover(R)
     if m == 0:
         return best, 0.0, "optimal", "heuristic", "nothing to cover"
-    lag_end = time.perf_counter() + 0.3 * max(deadline - time.perf_counter(), 0.0)
+    lag_end = _now() + 0.3 * max(deadline - _now(), 0.0)
     L, u, cov = _lagrangian_lscp(R, float(best.size), lag_end, lagrange_iter, heuristic_every=100)
     msg = "greedy"
     if cov is not None and cov.size < best.size:
@@ -1175,7 +1243,7 @@ def _lscp_reduced(
             alt = _two_for_one(R, start, deadline)
             if alt.size < best.size:
                 best, msg = alt, msg + f"; 2-for-1 swaps {start.size} -> {alt.size}"
-        now = time.perf_counter()  # the bound moves little from here: most time goes to the cover
+        now = _now()  # the bound moves little from here: most time goes to the cover
         L2, _, cov2 = _lagrangian_lscp(R, float(best.size), now + 0.1 * max(deadline - now, 0.0), 100_000,
                                        u0=u, heuristic_every=100)
         if cov2 is not None and cov2.size < best.size:
@@ -1189,7 +1257,7 @@ def _lscp_reduced(
     R3 = red2.A
     q3 = R3.shape[1]
     if R3.nnz > _LNS_FIRST_NNZ:  # HiGHS rarely improves the start here: the cover gets time first
-        now = time.perf_counter()
+        now = _now()
         best, n_before = _lns_cover(R, best, now + 0.4 * max(deadline - now, 0.0)), best.size
         if best.size < n_before:
             msg += f"; neighbourhood search {n_before} -> {best.size}"
@@ -1296,7 +1364,7 @@ def _lscp_small(
     x0[best] = 1.0
     cons = [LinearConstraint(R, lb=np.ones(m), ub=np.inf)]
     st, x, _, msg = _run_milp(np.ones(q), cons, Bounds(0, 1), np.ones(q),
-                              max(deadline - time.perf_counter(), 0.05), mip_rel_gap, x0)
+                              max(deadline - _now(), 0.05), mip_rel_gap, x0)
     if st != 0 or x is None:
         return None
     sel = np.flatnonzero(x > 0.5)
@@ -1340,7 +1408,7 @@ def _lscp_decomposed(
         Rr = R[rows]
         # Columns renumbered within the component (``cols`` is sorted: indices stay sorted).
         sub = sp.csr_array((Rr.data, local[Rr.indices], Rr.indptr), shape=(rows.size, cols.size))
-        now = time.perf_counter()
+        now = _now()
         share = 1.0 if k == len(order) - 1 else nnz[i] / max(left, 1.0)
         end = now + share * max(deadline - now, 0.0)
         res_c = _lscp_small(sub, end, mip_rel_gap) if nnz[i] <= _SMALL_COMPONENT_NNZ else None
@@ -1449,7 +1517,7 @@ def greedy_lscp(
         L, _, _ = _lagrangian_lscp(red.A, float(heur.size), time.perf_counter() + t_lag, 1000)
         lb = float(np.ceil(L - 1e-6))
         c, cons, bnds, integ = _lscp_model(red.A, False)
-        lp = _lp_bound(c, cons, bnds, max(t0 + time_limit_s - time.perf_counter(), 0.05))
+        lp = _lp_bound(c, cons, bnds, max(t0 + time_limit_s - _now(), 0.05))
         if lp is not None:
             lb = max(lb, float(np.ceil(lp - 1e-6)))
         bound += min(lb, float(heur.size))
@@ -1547,7 +1615,7 @@ def _mclp_solve(
     x_lp = rc_lp = lp = None
     big = depth == 0 and R.nnz > _MCLP_LP_MAX_NNZ  # a fixed instance (depth 1) never is
     if lp_bound or exact:  # Lagrangian bound first: sparse mat-vecs, always available
-        now = time.perf_counter()
+        now = _now()
         lag, lag_cols = _lagrangian_mclp(R, wr, p, hval, now + (0.05 if big else 0.1) * (deadline - now))
         bound = min(bound, lag)
         msg += f"; Lagrangian bound {lag:,.0f}"
@@ -1556,7 +1624,7 @@ def _mclp_solve(
         if aval > hval + tol:
             heur, hval, msg = alt, aval, msg + " (its columns + swaps improve)"
     if (lp_bound or exact) and not big:
-        lp, x_lp, rc_lp = _mclp_lp_full(R, wr, p, deadline - time.perf_counter())
+        lp, x_lp, rc_lp = _mclp_lp_full(R, wr, p, deadline - _now())
         if lp is not None:
             bound = min(bound, lp)
             # Second start: LP rounding (the p largest x), then swaps.
@@ -1574,7 +1642,7 @@ def _mclp_solve(
         At = sp.csr_array(R.T).astype(np.float64)
         col_w = np.asarray(At @ wr).reshape(-1)
         cg_start = np.union1d(np.argsort(-col_w, kind="stable")[: 4 * p], np.union1d(best, lag_cols))
-        now = time.perf_counter()
+        now = _now()
         cg, lam, x_cg, done = _mclp_lp_colgen(R, wr, p, now + 0.5 * (deadline - now), cg_start, At)
         if lam is not None and cg < bound:
             bound = cg
@@ -1618,7 +1686,7 @@ def _mclp_solve(
     # 1. Iterated local search (random kicks + swaps) sharpens the incumbent, hence the cutoff.
     if R.nnz >= _ILS_MIN_NNZ:  # small instances go straight to HiGHS
         alt, aval = _iterated_swaps(R, wr, best, val,
-                                    time.perf_counter() + 0.35 * (deadline - time.perf_counter()))
+                                    _now() + 0.35 * (deadline - _now()))
     else:
         alt, aval = best, val
     if aval > val + tol:
@@ -1632,11 +1700,11 @@ def _mclp_solve(
         keep = lp - np.maximum(rc_lp, 0.0) >= val - 1e-7 * max(total, 1.0)
         cols = np.union1d(np.flatnonzero(keep), best)
     cut = val + thr(val)
-    st, sel, v, dual, msg_m = _mclp_milp(R, wr, p, cols, cut, deadline - time.perf_counter(),
+    st, sel, v, dual, msg_m = _mclp_milp(R, wr, p, cols, cut, deadline - _now(),
                                          mip_rel_gap, start=best)
     if sel is not None and v > val + tol:
         best, val, method, msg = sel, v, "milp", msg + f"; {cols.size} of {q} candidates after fixing"
-    if not (st == 0 or st == 2) and time.perf_counter() < deadline:
+    if not (st == 0 or st == 2) and _now() < deadline:
         alt, aval = _iterated_swaps(R, wr, best, val, deadline, seed=1)
         if aval > val + tol:
             best, val, method, msg = alt, aval, "heuristic", msg + "; iterated swaps"
@@ -1678,7 +1746,7 @@ def _lagrangian_mclp(
             stall += 1
             if stall >= 30:
                 theta, stall = theta / 2.0, 0
-        if theta < 1e-4 or time.perf_counter() > deadline or best <= lb * (1 + 1e-9):
+        if theta < 1e-4 or _now() > deadline or best <= lb * (1 + 1e-9):
             break
         x = np.zeros(q)
         x[cols] = 1.0
@@ -1817,8 +1885,8 @@ def _mclp_lp_colgen(
     At = sp.csr_array(R.T).astype(np.float64) if At is None else At
     C = np.unique(np.asarray(start, dtype=np.intp))
     best, best_lam, x_full, done = np.inf, None, None, False
-    while time.perf_counter() < deadline:
-        val, lam, x = _mclp_restricted_lp(R, w, p, C, deadline - time.perf_counter())
+    while _now() < deadline:
+        val, lam, x = _mclp_restricted_lp(R, w, p, C, deadline - _now())
         if val is None:
             break
         L, s, top = _mclp_lagrangian_value(At, w, lam, p)
@@ -1850,7 +1918,7 @@ def _iterated_swaps(A: sp.csr_array, w: NDArray[np.float64], S: NDArray[np.intp]
     best, best_val = S.copy(), val
     tol = 1e-9 * max(float(w.sum()), 1.0)
     Ac = A.tocsc()  # once, not per swap search
-    while time.perf_counter() < deadline:
+    while _now() < deadline:
         cand = best.copy()
         k = int(rng.integers(1, max(2, min(p, 5)) + 1))
         out = rng.choice(p, size=min(k, p), replace=False)
@@ -1949,7 +2017,7 @@ def greedy_mclp(
     val = _covered_weight(R, wr, sel)
     bound = float(wr.sum())
     if lp_bound and R.shape[0] and R.shape[1] > p:
-        lp, _ = _mclp_lp(R, wr, int(p), deadline - time.perf_counter())
+        lp, _ = _mclp_lp(R, wr, int(p), deadline - _now())
         if lp is not None:
             bound = min(bound, lp)
     return _assemble("mclp", "heuristic", "heuristic", val, max(bound, val), t0, M, w, ex,
@@ -1993,7 +2061,7 @@ def coverage_curve(
     stats: list[str] = []
     if exact:
         for i, k in enumerate(ks):
-            now = time.perf_counter()
+            now = _now()
             share = (t0 + time_limit_s - now) / (ks.size - i)
             _, v, b, st, _, _ = _mclp_reduced(red, int(k), now + max(share, 0.05), 1e-6, exact=True)
             vals[i], bnds[i] = v, b
@@ -2009,7 +2077,7 @@ def coverage_curve(
         for i, k in enumerate(ks):
             vals[i] = _covered_weight(R, wr, order[:k])
             bnds[i] = min(total, float(top[min(k, top.size) - 1]))
-            now = time.perf_counter()
+            now = _now()
             dl = now + max((t0 + time_limit_s - now) / (ks.size - i), 0.0)
             if R.shape[0] and k < R.shape[1] and _gap(vals[i], bnds[i]) > 1e-6 and now < dl:
                 S = _swap_search(R, wr, order[:k], now + 0.5 * (dl - now))
@@ -2238,7 +2306,7 @@ def cmclp(
         ecol = Bk.indices
         erow = np.repeat(np.arange(m), np.diff(Bk.indptr))
         sel_r, bound, msg = _cmclp_greedy(Bk, wk, cap, q, p_eff,
-                                          max(deadline - time.perf_counter(), _ASSIGN_MIN_S))
+                                          max(deadline - _now(), _ASSIGN_MIN_S))
         st, x, method, flow = None, None, "heuristic", np.zeros(nnz)
     else:
         ent = np.arange(nnz)
@@ -2247,9 +2315,9 @@ def cmclp(
         # The greedy and its bound first: when the capacities bind, its sites often meet the bound
         # (existing sites alone + the p largest min(capacity, reach)) and no MILP is needed.
         sel_g, bound_g, _ = _cmclp_greedy(Bk, wk, cap, q, p_eff,
-                                          max(deadline - time.perf_counter(), _ASSIGN_MIN_S))
+                                          max(deadline - _now(), _ASSIGN_MIN_S))
         val_g, f_g, ok_g = _open_assignment(ecol, erow, m, q + ne, np.concatenate([sel_g, np.arange(q, q + ne)]),
-                                            wk, cap, max(deadline - time.perf_counter(), _ASSIGN_MIN_S))
+                                            wk, cap, max(deadline - _now(), _ASSIGN_MIN_S))
         if ok_g and _gap(val_g, max(bound_g, val_g)) <= mip_rel_gap:
             sel_r, bound = sel_g, bound_g
             msg = "greedy meets the bound (existing sites alone + the p largest min(capacity, reach))"
@@ -2277,7 +2345,7 @@ def cmclp(
             if ok_g:  # the greedy as HiGHS's start solution (x of its sites, z its assignment)
                 z0 = np.minimum(np.maximum(f_g, 0.0), zub)
                 x0 = np.concatenate([np.isin(np.arange(q), sel_g).astype(np.float64), z0])
-            st, x, dual, msg = _run_milp(c, cons, bnds, integ, deadline - time.perf_counter(), mip_rel_gap, x0)
+            st, x, dual, msg = _run_milp(c, cons, bnds, integ, deadline - _now(), mip_rel_gap, x0)
             total = float(min(wk.sum(), cap[:q].sum() + ecap.sum()))
             bound = min(-dual, total) if dual is not None else total
             bound = min(bound, max(bound_g, val_g if ok_g else 0.0))
@@ -2295,7 +2363,7 @@ def cmclp(
         # Re-solve the assignment exactly for the chosen sites (cleans MILP tolerances); it
         # defines every reported figure, so it gets at least _ASSIGN_MIN_S even after the limit.
         val, f_open, ok = _open_assignment(ecol, erow, m, q + ne, np.concatenate([sel_r, np.arange(q, q + ne)]),
-                                           wk, cap, max(deadline - time.perf_counter(), _ASSIGN_MIN_S))
+                                           wk, cap, max(deadline - _now(), _ASSIGN_MIN_S))
         if ok:
             flow = f_open
         else:  # keep the MILP's own flow (zeros for the heuristic): never more than is feasible
@@ -2368,7 +2436,7 @@ def capacitated_curve(
     bnds = np.zeros(ks.size)
     stats: list[str] = []
     for i, k in enumerate(ks):
-        share = (t0 + time_limit_s - time.perf_counter()) / (ks.size - i)
+        share = (t0 + time_limit_s - _now()) / (ks.size - i)
         res = cmclp(A, pop, int(k), capacity, existing_capacity=existing_capacity, existing_A=existing_A,
                     time_limit_s=max(share, 0.05))
         vals[i], bnds[i] = res.objective, res.bound

@@ -173,6 +173,30 @@ def test_cancel_during_the_siting_curve_stops_after_that_k(users, demo, monkeypa
 
 
 @pytest.mark.django_db
+def test_cancel_during_the_siting_solve_stops_the_solver(users, demo, monkeypatch):
+    """Cancelling while the solver runs stops it within about a second (the service polls the Job
+    through ``siting.interruptible``), not at its time limit: a 600 s LSCP of the whole demo city
+    (never proven, it would run to the limit) returns early and the job ends cancelled."""
+    from layers.analysis import siting
+
+    original, runs = siting.lscp, []
+
+    def cancel_then_solve(A, existing=None, time_limit_s=60.0, **kwargs):
+        Job.objects.filter(status=Job.Status.RUNNING).update(cancel_requested=True)
+        t = time.perf_counter()
+        res = original(A, existing, 600.0, **kwargs)
+        runs.append((time.perf_counter() - t, res.status))
+        return res
+
+    monkeypatch.setattr(siting, "lscp", cancel_then_solve)
+    resp = client_for(users["emergency_official"]).post(f"{API}/siting/", {
+        "kind": "fire_stations", "objective": "lscp", "radius_m": 500, "time_limit_s": 600}, format="json")
+    job = resp.json()
+    assert job["status"] == "cancelled" and job["result"] is None and job["cancel_requested"]
+    assert len(runs) == 1 and runs[0][1] == "time_limit" and runs[0][0] < 120, runs
+
+
+@pytest.mark.django_db
 def test_cancel_queued_job_and_permissions(users):
     job = tasks.job_queue(Job.Kind.COVERAGE, dict(COVERAGE), user=users["emergency_official"])
     other = client_for(users["planner"])
