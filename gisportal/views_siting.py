@@ -272,9 +272,17 @@ def siting_map_html(doc: dict) -> str:
             text += "\n" + _g("容量") + f": {s['capacity']:,.0f}"
         folium.CircleMarker([s["lat"], s["lon"]], radius=7, color="#222222", weight=1, fill=True, fill_opacity=0.95,
                             fill_color="#cf1c90", tooltip=safe_tooltip(text)).add_to(new)
+    if doc.get("exclude_zones"):  # where the run let no new site go
+        folium.GeoJson(doc["exclude_zones"], name=_g("排除区域"), style_function=lambda _f: {
+            "color": "#b00020", "weight": 1.5, "dashArray": "4 3", "fillColor": "#b00020",
+            "fillOpacity": 0.12}).add_to(m)
     reach.add_to(m)
     new.add_to(m)
     folium.LayerControl(collapsed=False).add_to(m)
+    ext = doc.get("extent_lonlat")  # the study area (older runs have none), and every new site's reach
+    if ext:
+        lons += [ext[0], ext[2]]
+        lats += [ext[1], ext[3]]
     if lats:
         pad = radius / 111_000.0
         m.fit_bounds([[min(lats) - pad, min(lons) - pad], [max(lats) + pad, max(lons) + pad]])

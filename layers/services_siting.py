@@ -513,8 +513,9 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
         ``solver`` (milp/heuristic), ``objective_value`` and ``bound`` (sites for LSCP, newly covered
         population for MCLP, served population for CMCLP; the bound is proven), ``population_existing``
         (before), ``share_existing``, ``existing_sites``, ``candidates{source, count, excluded,
-        spacing_m, excluded_zone}``, ``demand{mode, requested, points}``, ``area``, ``reduced_shape``,
-        ``seconds_total``,
+        spacing_m, excluded_zone}``, ``demand{mode, requested, points}``, ``area``, ``extent_lonlat``
+        (the demand points' [west, south, east, north]), ``exclude_zones`` (only with ``exclude``: their
+        union as a lon/lat GeoJSON geometry, for the map), ``reduced_shape``, ``seconds_total``,
         ``job_id``, ``data_version``, ``rules_version``. ``gap`` is null when undefined (objective 0).
         For ``cmclp`` also ``population_served_existing`` (what existing sites serve in the solution)
         and ``population_served_before`` (what they serve alone, before any new site).
@@ -583,13 +584,34 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
                               "spacing_m": spacing if candidates is None else None,
                               "excluded_zone": cands.excluded_zone},
                "demand": {"mode": dem.mode, "requested": demand, "points": int(len(dem.xy))},
-               "area": area_codes,
+               "area": area_codes, "extent_lonlat": _extent_lonlat(dem.xy),
                "level": level, "facility_kind": facility_kind, "rules_version": rs.version,
                "data_version": version, "job_id": job.pk, "seconds_total": _r(time.perf_counter() - t0)}
+        if zone is not None:  # for the map: where no site could go (lon/lat, simplified to ~1 m)
+            doc["exclude_zones"] = _zones_lonlat(zone)
         services.job_finish(job, result=doc)
     if progress is not None:
         progress(1.0, "done")
     return doc
+
+
+def _extent_lonlat(xy: np.ndarray) -> list[float] | None:
+    """[west, south, east, north] in lon/lat of the demand points (the study area the map shows)."""
+    if len(xy) == 0:
+        return None
+    x0, y0 = xy.min(axis=0)
+    x1, y1 = xy.max(axis=0)
+    lon, lat = _to_lonlat().transform(np.array([x0, x1, x1, x0]), np.array([y0, y0, y1, y1]))
+    return [_r(min(lon), 6), _r(min(lat), 6), _r(max(lon), 6), _r(max(lat), 6)]
+
+
+def _zones_lonlat(zone) -> dict:
+    """The exclusion zones' union (GIS_SRID) as a GeoJSON geometry in lon/lat, simplified to 1 m and
+    rounded to 1e-6 degrees (about 0.1 m), so the map draws what the run excluded."""
+    to_ll = _to_lonlat()
+    g = shapely.simplify(zone, 1.0)
+    g = shapely.transform(g, lambda c: np.column_stack(to_ll.transform(c[:, 0], c[:, 1])))
+    return json.loads(shapely.to_geojson(shapely.set_precision(g, 1e-6)))
 
 
 def _compute(objective, radius, p, dem, cands: _Candidates, sites, method, lines, limit, curve_k,

@@ -57,3 +57,40 @@ def test_invalid_form_queues_nothing(client, official):
     before = models.Job.objects.count()
     resp = client.post("/siting/", {"kind": "fire_stations", "objective": "mclp", "radius_m": "-5"})
     assert resp.status_code == 200 and models.Job.objects.count() == before
+
+
+def test_result_map_draws_the_exclusion_zones_and_shows_the_study_area(client, official, community, tmp_path):
+    """The map of a run with exclusion zones draws them (a layer of their own), and opens on the
+    whole study area (the demand points' extent) with every new site, not on the new sites alone."""
+    import json
+    import re
+
+    grid = community.grids.filter(population__gt=0).order_by("code").first()
+    ring = grid.geom.transform(4326, clone=True)
+    zone = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": json.loads(ring.json)}]}
+    path = tmp_path / "zone.geojson"
+    path.write_text(json.dumps(zone), encoding="utf-8")
+    doc = svc.siting_compute(kind="fire_stations", objective="mclp", radius_m=500.0, p=1, area=community.code,
+                             exclude=str(path), time_limit_s=20.0, user=official)
+    west, south, east, north = doc["extent_lonlat"]
+    assert west < east and south < north
+    assert doc["exclude_zones"]["type"] in ("Polygon", "MultiPolygon")
+    html = client.get(f"/siting/jobs/{doc['job_id']}/map/").content.decode()
+    layer = json.dumps("排除区域")[1:-1]  # folium's layer control writes names JSON-escaped
+    assert layer in html
+    first = doc["exclude_zones"]["coordinates"]
+    while isinstance(first[0], list):
+        first = first[0]
+    assert f"[{first[0]!r}, {first[1]!r}]" in html  # the zone's outline itself is on the map
+    fit = re.search(r"fitBounds\(\s*\[\[([-\d.]+),\s*([-\d.]+)\],\s*\[([-\d.]+),\s*([-\d.]+)\]\]", html)
+    assert fit, "the map fits no bounds"
+    s, w, n, e = (float(v) for v in fit.groups())
+    assert s <= south and w <= west and n >= north and e >= east
+    for site in doc["selected"]:
+        assert s <= site["lat"] <= n and w <= site["lon"] <= e
+    # a run without zones has no such layer, and its document no such key
+    plain = svc.siting_compute(kind="fire_stations", objective="mclp", radius_m=500.0, p=1, area=community.code,
+                               time_limit_s=20.0, user=official)
+    assert "exclude_zones" not in plain
+    assert layer not in client.get(f"/siting/jobs/{plain['job_id']}/map/").content.decode()
