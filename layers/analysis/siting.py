@@ -2138,24 +2138,55 @@ def _assignment_lp(B: sp.csr_array, w: NDArray[np.float64], cap: NDArray[np.floa
     return float(-res.fun), np.asarray(res.x), True
 
 
-def _open_assignment(ecol: NDArray[np.intp], erow: NDArray[np.intp], m: int, n_cols: int,
-                     open_cols: NDArray[np.intp], w: NDArray[np.float64], cap: NDArray[np.float64],
-                     time_limit_s: float) -> tuple[float, NDArray[np.float64], bool]:
-    """The assignment LP (:func:`_assignment_lp`) with only ``open_cols`` open, on a coverage matrix
-    given by its entries (column ``ecol``, row ``erow``, row-major): (served, flow per entry of the
-    whole matrix with zeros on closed columns, solved)."""
-    keep = np.isin(ecol, open_cols)
-    sub = sp.csr_array((np.ones(int(keep.sum())), ecol[keep], np.concatenate(
-        [[0], np.cumsum(np.bincount(erow[keep], minlength=m))])), shape=(m, n_cols))
-    val, f_sub, ok = _assignment_lp(sub, w, cap, time_limit_s)
-    flow = np.zeros(ecol.size)
-    if ok:
-        flow[np.flatnonzero(keep)] = f_sub
-    return val, flow, ok
+@dataclass(eq=False)
+class _CmclpInstance:
+    """A CMCLP instance prepared once (rows merged, empty candidates dropped) for several ``p``:
+    the coverage of candidates (columns ``:q``) and existing sites (``q:``) as ``B`` with its entries
+    (``ecol``, ``erow``, row-major), weights ``w`` per merged row, capacities ``cap``; ``w0``,
+    ``row_of`` and ``cand_cols`` map back to the caller's demand and candidates. The assignment
+    LPs solved on it are kept by their set of open columns (a k-curve asks the same ones often)."""
+
+    B: sp.csr_array
+    w: NDArray[np.float64]
+    cap: NDArray[np.float64]
+    q: int
+    ne: int
+    w0: NDArray[np.float64]
+    row_of: NDArray[np.intp]
+    cand_cols: NDArray[np.intp]
+    uncoverable: NDArray[np.bool_]
+    ecol: NDArray[np.intp] | None = None
+    erow: NDArray[np.intp] | None = None
+    _solved: dict | None = None
+
+    def __post_init__(self):
+        self.ecol = self.B.indices
+        self.erow = np.repeat(np.arange(self.B.shape[0]), np.diff(self.B.indptr))
+        self._solved = {}
+
+    def assign(self, open_cols: NDArray[np.intp], time_limit_s: float) -> tuple[float, NDArray[np.float64], bool]:
+        """The assignment LP (:func:`_assignment_lp`) with only ``open_cols`` open: (served, flow per
+        entry of ``B`` with zeros on closed columns, solved). Solved results are kept."""
+        key = np.unique(np.asarray(open_cols, dtype=np.intp)).tobytes()
+        if key in self._solved:
+            val, flow = self._solved[key]
+            return val, flow.copy(), True
+        m = self.B.shape[0]
+        keep = np.isin(self.ecol, open_cols)
+        sub = sp.csr_array((np.ones(int(keep.sum())), self.ecol[keep], np.concatenate(
+            [[0], np.cumsum(np.bincount(self.erow[keep], minlength=m))])), shape=(m, self.q + self.ne))
+        val, f_sub, ok = _assignment_lp(sub, self.w, self.cap, time_limit_s)
+        flow = np.zeros(self.ecol.size)
+        if ok:
+            flow[np.flatnonzero(keep)] = f_sub
+            self._solved[key] = (val, flow.copy())
+        return val, flow, ok
+
+    def existing_cols(self) -> NDArray[np.intp]:
+        return np.arange(self.q, self.q + self.ne)
 
 
-def _cmclp_greedy(B: sp.csr_array, w: NDArray[np.float64], cap: NDArray[np.float64], q: int, p: int,
-                  time_limit_s: float) -> tuple[NDArray[np.intp], float, str]:
+def _cmclp_greedy(inst: _CmclpInstance, p: int, time_limit_s: float) -> tuple[NDArray[np.intp], float, str]:
     """CMCLP without the MILP (too large): (chosen candidate columns, upper bound, message).
 
     Existing sites (columns ``q:`` of B) serve first (assignment LP); then ``p`` times the
@@ -2164,12 +2195,12 @@ def _cmclp_greedy(B: sp.csr_array, w: NDArray[np.float64], cap: NDArray[np.float
     solution the flow through them is a feasible flow for them alone) plus the ``p`` largest
     ``min(capacity, population within reach)`` of the candidates, at most all the demand.
     """
+    B, w, cap, q = inst.B, inst.w, inst.cap, inst.q
     m = B.shape[0]
-    E = sp.csr_array(B[:, q:])
-    served_e, f, ok = _assignment_lp(E, w, cap[q:], time_limit_s)
+    served_e, f, ok = inst.assign(inst.existing_cols(), time_limit_s)
     r = w.copy()
-    if ok and E.nnz:
-        r = np.maximum(w - np.bincount(np.repeat(np.arange(m), np.diff(E.indptr)), weights=f, minlength=m), 0.0)
+    if ok and inst.ne:
+        r = np.maximum(w - np.bincount(inst.erow, weights=f, minlength=m), 0.0)
     Ac = sp.csc_array(B[:, :q])
     Ac.sort_indices()
     reach = np.minimum(np.asarray(Ac.T @ w, dtype=np.float64).reshape(-1), cap[:q])
@@ -2255,7 +2286,12 @@ def cmclp(
     (30.0, [0, 1])
     """
     t0 = time.perf_counter()
-    deadline = t0 + time_limit_s
+    inst = _cmclp_prepare(A, pop, capacity, existing_capacity, existing_A, reduce)
+    return _cmclp_solve(inst, p, t0, t0 + time_limit_s, mip_rel_gap)
+
+
+def _cmclp_prepare(A, pop, capacity, existing_capacity, existing_A, reduce: bool) -> _CmclpInstance:
+    """Check the inputs and build the instance :func:`cmclp` solves (see :class:`_CmclpInstance`)."""
     M = _as_csr(A)
     n, q0 = M.shape
     w = _as_pop(pop, n)
@@ -2270,11 +2306,9 @@ def cmclp(
         ecap = np.asarray(existing_capacity, dtype=np.float64).reshape(-1)
         if E.shape[0] != n or ecap.shape != (E.shape[1],):
             raise ValueError("existing_A must be (n_demand, n_existing) with one capacity each")
-    ne = E.shape[1]
     B = sp.hstack([M, E], format="csr")
     B.sort_indices()
-    deg = np.diff(B.indptr)
-    unc_mask = deg == 0
+    unc_mask = np.diff(B.indptr) == 0
     rows = np.flatnonzero(~unc_mask & (w > 0))
     Bk, wk = B[rows], w[rows]
     row_of = np.full(n, -1, np.intp)
@@ -2291,37 +2325,41 @@ def cmclp(
         cand_cols = np.flatnonzero(np.diff(sp.csc_array(Mk).indptr) > 0)
         Bk = sp.hstack([Mk[:, cand_cols], Bk[:, q0:]], format="csr")
         Bk.sort_indices()
-    m = Bk.shape[0]
-    q = cand_cols.size
-    cap = np.concatenate([cap0[cand_cols], ecap])
     Bk = sp.csr_array(Bk)
+    return _CmclpInstance(B=Bk, w=np.asarray(wk, dtype=np.float64), cap=np.concatenate([cap0[cand_cols], ecap]),
+                          q=int(cand_cols.size), ne=int(E.shape[1]), w0=w, row_of=row_of, cand_cols=cand_cols,
+                          uncoverable=unc_mask)
+
+
+def _cmclp_solve(inst: _CmclpInstance, p: int, t0: float, deadline: float, mip_rel_gap: float) -> SitingResult:
+    """:func:`cmclp` on a prepared instance (``t0`` only for the reported seconds)."""
+    Bk, wk, cap, q, ne = inst.B, inst.w, inst.cap, inst.q, inst.ne
+    w, row_of, cand_cols, unc_mask = inst.w0, inst.row_of, inst.cand_cols, inst.uncoverable
+    ecol, erow = inst.ecol, inst.erow
+    ecap = cap[q:]
+    m = Bk.shape[0]
     nnz = Bk.nnz
+    ex_cols = inst.existing_cols()
     p_eff = min(int(p), q)
     msg = ""
+    st = x = None
     if m == 0 or nnz == 0:
         sel_r = np.zeros(0, np.intp)
         flow = np.zeros(0)
         status, method, val, bound = "optimal", "heuristic", 0.0, 0.0
     elif nnz > _CMCLP_MILP_MAX_NNZ:
-        ecol = Bk.indices
-        erow = np.repeat(np.arange(m), np.diff(Bk.indptr))
-        sel_r, bound, msg = _cmclp_greedy(Bk, wk, cap, q, p_eff,
-                                          max(deadline - _now(), _ASSIGN_MIN_S))
-        st, x, method, flow = None, None, "heuristic", np.zeros(nnz)
+        sel_r, bound, msg = _cmclp_greedy(inst, p_eff, max(deadline - _now(), _ASSIGN_MIN_S))
+        method, flow = "heuristic", np.zeros(nnz)
     else:
         ent = np.arange(nnz)
-        ecol = Bk.indices
-        erow = np.repeat(np.arange(m), np.diff(Bk.indptr))
         # The greedy and its bound first: when the capacities bind, its sites often meet the bound
         # (existing sites alone + the p largest min(capacity, reach)) and no MILP is needed.
-        sel_g, bound_g, _ = _cmclp_greedy(Bk, wk, cap, q, p_eff,
-                                          max(deadline - _now(), _ASSIGN_MIN_S))
-        val_g, f_g, ok_g = _open_assignment(ecol, erow, m, q + ne, np.concatenate([sel_g, np.arange(q, q + ne)]),
-                                            wk, cap, max(deadline - _now(), _ASSIGN_MIN_S))
+        sel_g, bound_g, _ = _cmclp_greedy(inst, p_eff, max(deadline - _now(), _ASSIGN_MIN_S))
+        val_g, f_g, ok_g = inst.assign(np.concatenate([sel_g, ex_cols]), max(deadline - _now(), _ASSIGN_MIN_S))
         if ok_g and _gap(val_g, max(bound_g, val_g)) <= mip_rel_gap:
             sel_r, bound = sel_g, bound_g
             msg = "greedy meets the bound (existing sites alone + the p largest min(capacity, reach))"
-            st, x, method, flow = None, None, "heuristic", np.zeros(nnz)
+            method, flow = "heuristic", np.zeros(nnz)
         else:
             is_cand = ecol < q
             # Variables [x (q) | z (nnz)].
@@ -2362,8 +2400,7 @@ def cmclp(
     if m and nnz:
         # Re-solve the assignment exactly for the chosen sites (cleans MILP tolerances); it
         # defines every reported figure, so it gets at least _ASSIGN_MIN_S even after the limit.
-        val, f_open, ok = _open_assignment(ecol, erow, m, q + ne, np.concatenate([sel_r, np.arange(q, q + ne)]),
-                                           wk, cap, max(deadline - _now(), _ASSIGN_MIN_S))
+        val, f_open, ok = inst.assign(np.concatenate([sel_r, ex_cols]), max(deadline - _now(), _ASSIGN_MIN_S))
         if ok:
             flow = f_open
         else:  # keep the MILP's own flow (zeros for the heuristic): never more than is feasible
@@ -2430,15 +2467,16 @@ def capacitated_curve(
     """
     t0 = time.perf_counter()
     ks = np.arange(1, int(k_max) + 1, dtype=np.intp)
-    base = cmclp(A, pop, 0, capacity, existing_capacity=existing_capacity, existing_A=existing_A,
-                 time_limit_s=max(time_limit_s / (ks.size + 1), 0.05))
+    # One prepared instance for every k: rows merged once, and the assignment LPs that recur (the
+    # existing sites alone, in every greedy) solved once.
+    inst = _cmclp_prepare(A, pop, capacity, existing_capacity, existing_A, True)
+    base = _cmclp_solve(inst, 0, t0, time.perf_counter() + max(time_limit_s / (ks.size + 1), 0.05), 1e-6)
     vals = np.zeros(ks.size)
     bnds = np.zeros(ks.size)
     stats: list[str] = []
     for i, k in enumerate(ks):
         share = (t0 + time_limit_s - _now()) / (ks.size - i)
-        res = cmclp(A, pop, int(k), capacity, existing_capacity=existing_capacity, existing_A=existing_A,
-                    time_limit_s=max(share, 0.05))
+        res = _cmclp_solve(inst, int(k), t0, time.perf_counter() + max(share, 0.05), 1e-6)
         vals[i], bnds[i] = res.objective, res.bound
         stats.append(res.status)
         if progress is not None:

@@ -313,6 +313,28 @@ def test_capacitated_curve_greedy_path_is_bounded(seed, monkeypatch):
         assert st != "optimal" or served == pytest.approx(opt)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_capacitated_curve_shares_one_instance_and_matches_separate_runs(seed, monkeypatch):
+    """The curve prepares the instance once and solves each recurring assignment LP once (the
+    existing sites alone: once, not once per k), and every k equals a separate ``cmclp`` run."""
+    monkeypatch.setattr(siting, "_CMCLP_MILP_MAX_NNZ", 0 if seed % 2 else 10**9)  # both paths
+    A, pop, E, cap, ecap = capacitated_instance(800 + seed)
+    separate = [siting.cmclp(A, pop, k, cap, existing_capacity=ecap, existing_A=E) for k in (1, 2, 3)]
+    solved = []
+    real = siting._assignment_lp
+
+    def counting(B, w, c, t, merge=True):
+        if merge:
+            solved.append(tuple(np.unique(B.indices).tolist()))
+        return real(B, w, c, t, merge)
+
+    monkeypatch.setattr(siting, "_assignment_lp", counting)
+    curve = siting.capacitated_curve(A, pop, 3, cap, existing_capacity=ecap, existing_A=E)
+    assert len(solved) == len(set(solved)), solved  # no open set solved twice
+    for (k, served), res in zip(curve, separate):
+        assert served == pytest.approx(max(res.objective, curve.population_existing), abs=1e-6)
+
+
 def test_assignment_lp_merges_rows_without_changing_the_flow_value():
     """Rows with the same open sites are solved as one; the split-back flow is feasible and as large."""
     for seed in range(40):
