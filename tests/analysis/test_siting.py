@@ -984,3 +984,19 @@ def test_a_stop_request_ends_a_long_solve_early_with_a_valid_answer(problem):
     else:
         assert len(sel) <= 30 and res.bound >= res.objective - 1e-6
         assert res.objective == pytest.approx(float(pop[covered(A, sel, np.zeros(A.shape[0], bool))].sum()))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_mclp_neighbourhood_search_never_worsens_and_never_beats_brute_force(seed):
+    A, pop, _ = random_instance(900 + seed, n_max=16, q_max=10, density=0.3)
+    p = 2 + seed % 2
+    R, w = sp.csr_array(A), pop
+    start = np.arange(p, dtype=np.intp)  # a poor start: the first p candidates
+    v0 = float(w[covered(R, start, np.zeros(R.shape[0], bool))].sum())
+    S, v, moves = siting._mclp_neighbourhood_search(R, w, start, v0, time.perf_counter() + 1.0, k_free=2,
+                                                    sub_limit_s=0.5, seed=seed)
+    assert len(set(S.tolist())) == S.size == p
+    assert v == pytest.approx(float(w[covered(R, S, np.zeros(R.shape[0], bool))].sum()))
+    assert v0 - 1e-9 <= v <= bf_mclp(R, w, p, np.zeros(R.shape[0], bool)) + 1e-9
+    assert (moves > 0) == (v > v0 + 1e-9)
+
