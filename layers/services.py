@@ -6,6 +6,7 @@ import contextvars
 import hashlib
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,8 +275,6 @@ def job_stop_poll(job: models.Job, every_s: float = 1.0) -> Callable[[], bool]:
     (a solver may call it from its own threads, which must not open database connections); other
     threads, and the calls in between, get the last answer. The job is then stopped at its next
     ``step``, which raises JobCancelled."""
-    import threading
-
     owner = threading.get_ident()
     state = {"at": time.monotonic(), "asked": False}
 

@@ -575,7 +575,7 @@ def siting_compute(*, kind: str, objective: str, radius_m: float, p: int | None 
 
     with services.job_recording(job, progress) as step:
         step(0.1, "data loaded")
-        with siting.interruptible(services.job_stop_poll(job)):  # a cancel stops the solver within ~a second
+        with siting.interruptible(services.job_stop_poll(job)):  # a cancel stops the solver within seconds
             doc = _compute(objective, radius, p, dem, cands, sites, method, lines, limit, curve_k, cap_default,
                            step)
         doc = {"kind": kind, "objective": objective, "radius_m": radius, "p": p, "existing": existing,
