@@ -245,7 +245,12 @@ def siting_map_html(doc: dict) -> str:
     lats, lons = [], []
     if doc.get("existing"):
         group = folium.FeatureGroup(name=_g("现有设施"))
-        rows = list(model.objects.values_list("code", "name", "geom"))
+        qs = model.objects.all()  # the sites the run counted: its level (shelters) or kind filter
+        if doc.get("level") and doc["kind"] == "shelters":
+            qs = qs.filter(level=doc["level"])
+        elif doc.get("facility_kind") and doc["kind"] != "shelters":
+            qs = qs.filter(kind=doc["facility_kind"])
+        rows = list(qs.order_by("code").values_list("code", "name", "geom"))
         geoms = shapely.from_wkb([bytes(g.wkb) for _, _, g in rows])
         to_ll = svc._to_lonlat()  # one pyproj transformer for all (GDAL per geometry took ~50 ms each)
         rep = shapely.get_coordinates(shapely.point_on_surface(geoms)) if rows else np.empty((0, 2))

@@ -94,3 +94,18 @@ def test_result_map_draws_the_exclusion_zones_and_shows_the_study_area(client, o
                                time_limit_s=20.0, user=official)
     assert "exclude_zones" not in plain
     assert layer not in client.get(f"/siting/jobs/{plain['job_id']}/map/").content.decode()
+
+
+def test_result_map_shows_the_existing_sites_the_run_counted(client, official, community):
+    """A run restricted to one kind of existing station (``facility_kind``) draws only those on its map."""
+    stations = models.FireStation.objects.order_by("code")
+    kinds = sorted(set(stations.values_list("kind", flat=True)))
+    if len(kinds) < 2:
+        pytest.skip("the demo has one kind of fire station")
+    kind = min(kinds, key=lambda k: stations.filter(kind=k).count())
+    doc = svc.siting_compute(kind="fire_stations", objective="mclp", radius_m=500.0, p=1, area=community.code,
+                             facility_kind=kind, time_limit_s=20.0, user=official)
+    assert doc["existing_sites"] == stations.filter(kind=kind).count()
+    html = client.get(f"/siting/jobs/{doc['job_id']}/map/").content.decode()
+    for s in stations:  # each drawn station's tooltip ends with its code in brackets
+        assert (f"({s.code})" in html) == (s.kind == kind), (s.code, s.kind)
