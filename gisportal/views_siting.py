@@ -277,6 +277,10 @@ def siting_map_html(doc: dict) -> str:
             text += "\n" + _g("容量") + f": {s['capacity']:,.0f}"
         folium.CircleMarker([s["lat"], s["lon"]], radius=7, color="#222222", weight=1, fill=True, fill_opacity=0.95,
                             fill_color="#cf1c90", tooltip=safe_tooltip(text)).add_to(new)
+    area = _area_outline(doc.get("area") or [])
+    if area is not None:  # the units the run was limited to (the whole city draws none)
+        folium.GeoJson(area, name=_g("分析范围"), style_function=lambda _f: {
+            "color": "#1f4e79", "weight": 2, "fill": False}).add_to(m)
     if doc.get("exclude_zones"):  # where the run let no new site go
         folium.GeoJson(doc["exclude_zones"], name=_g("排除区域"), style_function=lambda _f: {
             "color": "#b00020", "weight": 1.5, "dashArray": "4 3", "fillColor": "#b00020",
@@ -292,6 +296,23 @@ def siting_map_html(doc: dict) -> str:
         pad = radius / 111_000.0
         m.fit_bounds([[min(lats) - pad, min(lons) - pad], [max(lats) + pad, max(lons) + pad]])
     return render_map_html(m)
+
+
+def _area_outline(codes: list[str]) -> dict | None:
+    """The outline of the run's area (district, street, community or grid codes) as lon/lat GeoJSON,
+    simplified to 5 m; None for the whole city or when none of the units exists any more."""
+    model_of = {6: models.District, 9: models.Street, 12: models.Community, 15: models.Grid}
+    geoms = []
+    for code in codes:
+        model = model_of.get(len(code))
+        if model is not None:
+            geoms += [bytes(g.wkb) for g in model.objects.filter(code=code).values_list("geom", flat=True)]
+    if not geoms:
+        return None
+    to_ll = svc._to_lonlat()
+    outline = shapely.simplify(shapely.union_all(shapely.from_wkb(geoms)), 5.0)
+    outline = shapely.transform(outline, lambda c: np.column_stack(to_ll.transform(c[:, 0], c[:, 1])))
+    return json.loads(shapely.to_geojson(outline))
 
 
 @xframe_options_sameorigin  # shown in an iframe of our own pages; everything else is DENY
