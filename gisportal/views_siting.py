@@ -9,7 +9,6 @@ request), then redirects to the Job's page. Exports of the chosen sites read the
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -260,9 +259,9 @@ def siting_map_html(doc: dict) -> str:
                                 fill_color="#999999", tooltip=safe_tooltip(f"{name} ({code})")).add_to(group)
         if rows:  # the coverage before the new sites: one outline of every site's reach, measured from its
             # edge (a shelter is a polygon), as the analysis measures it
-            area = shapely.simplify(shapely.union_all(shapely.buffer(geoms, radius, quad_segs=8)), radius / 100.0)
-            area = shapely.transform(area, lambda c: np.column_stack(to_ll.transform(c[:, 0], c[:, 1])))
-            folium.GeoJson(json.loads(shapely.to_geojson(area)), name=_g("现有服务范围"), style_function=lambda _f: {
+            reach_before = svc.lonlat_geojson(shapely.union_all(shapely.buffer(geoms, radius, quad_segs=8)),
+                                              radius / 100.0)
+            folium.GeoJson(reach_before, name=_g("现有服务范围"), style_function=lambda _f: {
                 "color": "#777777", "weight": 1, "fillColor": "#777777", "fillOpacity": 0.08}).add_to(m)
         group.add_to(m)
     reach = folium.FeatureGroup(name=_g("新址服务范围"))
@@ -277,7 +276,7 @@ def siting_map_html(doc: dict) -> str:
             text += "\n" + _g("容量") + f": {s['capacity']:,.0f}"
         folium.CircleMarker([s["lat"], s["lon"]], radius=7, color="#222222", weight=1, fill=True, fill_opacity=0.95,
                             fill_color="#cf1c90", tooltip=safe_tooltip(text)).add_to(new)
-    area = _area_outline(doc.get("area") or [])
+    area = svc.area_outline(doc.get("area") or [])
     if area is not None:  # the units the run was limited to (the whole city draws none)
         folium.GeoJson(area, name=_g("分析范围"), style_function=lambda _f: {
             "color": "#1f4e79", "weight": 2, "fill": False}).add_to(m)
@@ -296,23 +295,6 @@ def siting_map_html(doc: dict) -> str:
         pad = radius / 111_000.0
         m.fit_bounds([[min(lats) - pad, min(lons) - pad], [max(lats) + pad, max(lons) + pad]])
     return render_map_html(m)
-
-
-def _area_outline(codes: list[str]) -> dict | None:
-    """The outline of the run's area (district, street, community or grid codes) as lon/lat GeoJSON,
-    simplified to 5 m; None for the whole city or when none of the units exists any more."""
-    model_of = {6: models.District, 9: models.Street, 12: models.Community, 15: models.Grid}
-    geoms = []
-    for code in codes:
-        model = model_of.get(len(code))
-        if model is not None:
-            geoms += [bytes(g.wkb) for g in model.objects.filter(code=code).values_list("geom", flat=True)]
-    if not geoms:
-        return None
-    to_ll = svc._to_lonlat()
-    outline = shapely.simplify(shapely.union_all(shapely.from_wkb(geoms)), 5.0)
-    outline = shapely.transform(outline, lambda c: np.column_stack(to_ll.transform(c[:, 0], c[:, 1])))
-    return json.loads(shapely.to_geojson(outline))
 
 
 @xframe_options_sameorigin  # shown in an iframe of our own pages; everything else is DENY

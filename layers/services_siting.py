@@ -167,14 +167,16 @@ def _validate(kind, objective, radius_m, p, spacing_m, method, time_limit_s, cur
     return radius, p, spacing, limit, k, cap
 
 
+_AREA_MODELS = {6: models.District, 9: models.Street, 12: models.Community, 15: models.Grid}  # by code length
+
+
 def _area_codes(area) -> list[str]:
     if area is None or area == "" or area == []:
         return []
     raw = area.split(",") if isinstance(area, str) else list(area)
     codes = sorted({str(c).strip() for c in raw if str(c).strip()})
-    model_of = {6: models.District, 9: models.Street, 12: models.Community, 15: models.Grid}
     for code in codes:
-        model = model_of.get(len(code))
+        model = _AREA_MODELS.get(len(code))
         if model is None or not code.isdigit() or not model.objects.filter(code=code).exists():
             raise SitingInputError("area", f"未知的区域代码 {code}（区县 6 位、街道 9 位、社区 12 位、网格 15 位）",
                                    f"unknown area code {code!r} (district 6, street 9, community 12, grid 15 digits)")
@@ -605,13 +607,32 @@ def _extent_lonlat(xy: np.ndarray) -> list[float] | None:
     return [_r(min(lon), 6), _r(min(lat), 6), _r(max(lon), 6), _r(max(lat), 6)]
 
 
-def _zones_lonlat(zone) -> dict:
-    """The exclusion zones' union (GIS_SRID) as a GeoJSON geometry in lon/lat, simplified to 1 m and
-    rounded to 1e-6 degrees (about 0.1 m), so the map draws what the run excluded."""
+def lonlat_geojson(geom, tolerance_m: float, grid_deg: float | None = None) -> dict:
+    """A shapely geometry in GIS_SRID as a GeoJSON geometry in lon/lat, simplified to ``tolerance_m``
+    first (one pyproj call for all its coordinates), optionally snapped to a ``grid_deg`` grid."""
     to_ll = _to_lonlat()
-    g = shapely.simplify(zone, 1.0)
+    g = shapely.simplify(geom, tolerance_m)
     g = shapely.transform(g, lambda c: np.column_stack(to_ll.transform(c[:, 0], c[:, 1])))
-    return json.loads(shapely.to_geojson(shapely.set_precision(g, 1e-6)))
+    if grid_deg is not None:
+        g = shapely.set_precision(g, grid_deg)
+    return json.loads(shapely.to_geojson(g))
+
+
+def _zones_lonlat(zone) -> dict:
+    """The exclusion zones' union (GIS_SRID) in lon/lat, simplified to 1 m and rounded to 1e-6 degrees
+    (about 0.1 m), so the map draws what the run excluded."""
+    return lonlat_geojson(zone, 1.0, 1e-6)
+
+
+def area_outline(codes: Sequence[str]) -> dict | None:
+    """The outline of a run's ``area`` (district, street, community or grid codes) in lon/lat,
+    simplified to 5 m; None for the whole city (no codes) or when none of the units exists any more."""
+    wkb = []
+    for code in codes:
+        model = _AREA_MODELS.get(len(code))
+        if model is not None:
+            wkb += [bytes(g.wkb) for g in model.objects.filter(code=code).values_list("geom", flat=True)]
+    return lonlat_geojson(shapely.union_all(shapely.from_wkb(wkb)), 5.0) if wkb else None
 
 
 def _compute(objective, radius, p, dem, cands: _Candidates, sites, method, lines, limit, curve_k,

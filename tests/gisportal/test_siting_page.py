@@ -81,7 +81,7 @@ def test_result_map_draws_the_exclusion_zones_and_shows_the_study_area(client, o
     layer = json.dumps("排除区域")[1:-1]  # folium's layer control writes names JSON-escaped
     assert layer in html
     assert json.dumps("分析范围")[1:-1] in html  # the community the run was limited to, outlined
-    outline = shapely.from_geojson(json.dumps(views_siting._area_outline([community.code])))
+    outline = shapely.from_geojson(json.dumps(svc.area_outline([community.code])))
     boundary = shapely.from_wkb(bytes(community.geom.transform(4326, clone=True).wkb))
     assert outline.hausdorff_distance(boundary) < 1e-4  # within ~10 m of the community's own boundary
     first = doc["exclude_zones"]["coordinates"]
@@ -98,7 +98,7 @@ def test_result_map_draws_the_exclusion_zones_and_shows_the_study_area(client, o
     plain = svc.siting_compute(kind="fire_stations", objective="mclp", radius_m=500.0, p=1, area=community.code,
                                time_limit_s=20.0, user=official)
     assert "exclude_zones" not in plain
-    assert views_siting._area_outline([]) is None  # the whole city: no outline
+    assert svc.area_outline([]) is None  # the whole city: no outline
     assert layer not in client.get(f"/siting/jobs/{plain['job_id']}/map/").content.decode()
 
 
